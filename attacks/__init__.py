@@ -1,0 +1,1 @@
+"""Attacks and robustness audits; not built yet."""

@@ -1,0 +1,1 @@
+"""Diffusion image and video watermarks (latent-noise schemes); not built yet."""

@@ -1,0 +1,1 @@
+"""Error-correcting codes that protect watermark payload bits."""

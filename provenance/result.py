@@ -1,0 +1,71 @@
+"""The one result type every detector returns, with a stable JSON form.
+
+Why a single type: the CLI prints it, audits aggregate it and users archive it, so
+every scheme must say the same things in the same words: a decision, the p-value
+behind it, the threshold and false-positive rate it was taken at, and (for multi-bit
+schemes) the payload and how sure we are of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def _plain(value: Any) -> Any:
+    """Turn numpy/torch scalars and arrays into JSON-ready Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else value
+    return value
+
+
+@dataclass
+class DetectionResult:
+    """Outcome of one detection.
+
+    ``p_value`` is the probability, under the scheme's stated null hypothesis (content
+    not watermarked with this key), of a score at least this extreme. ``detected`` is
+    ``p_value <= fpr`` unless the scheme documents a threshold on another scale, in which
+    case ``threshold`` is on the scale of ``score``. ``payload`` is a hex string.
+    """
+
+    detected: bool
+    p_value: float
+    score: float
+    threshold: float
+    fpr: float
+    scheme: str
+    key_id: str
+    payload: str | None = None
+    bit_accuracy: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self))
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DetectionResult":
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DetectionResult":
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,39 @@
+"""Shared fixtures: offline mode, one thread setting for the whole run, and the real models once."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def text_model():
+    """SmolLM2-135M and its tokenizer (converted from GGUF once, then cached)."""
+    from provenance.models import load_text_model
+
+    model, tokenizer = load_text_model(device="cpu")
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizer(text_model):
+    return text_model[1]
+
+
+@pytest.fixture(scope="session")
+def human_passages() -> list[str]:
+    """600 human-written passages (the Jargon File, public domain; see tests/data/README)."""
+    lines = (DATA / "human_passages.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]

@@ -1,0 +1,88 @@
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import cli
+from provenance.keys import WatermarkKey
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli.main, list(args), input=input, catch_exceptions=False)
+
+
+def test_help_and_version_work_as_module_and_script():
+    out = subprocess.run([sys.executable, "cli.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "keys" in out.stdout and "text" in out.stdout
+    assert "0.1.0" in run("--version").output
+
+
+def test_keys_new_and_show_never_print_the_secret(tmp_path):
+    path = tmp_path / "k.json"
+    created = run("keys", "new", "--out", str(path), "--label", "newsroom")
+    assert created.exit_code == 0, created.output
+    key = WatermarkKey.load(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    shown = run("keys", "show", str(path))
+    assert shown.exit_code == 0
+    assert key.key_id in shown.output and "newsroom" in shown.output
+    for output in (created.output, shown.output):
+        assert key.secret.hex() not in output
+
+
+def test_keys_new_refuses_to_overwrite(tmp_path):
+    path = tmp_path / "k.json"
+    assert run("keys", "new", "--out", str(path)).exit_code == 0
+    before = path.read_bytes()
+    again = run("keys", "new", "--out", str(path))
+    assert again.exit_code == 2
+    assert again.output.strip().startswith("error:") and len(again.output.strip().splitlines()) == 1
+    assert path.read_bytes() == before
+
+
+def test_malformed_and_missing_key_files_exit_2(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "provenance-watermark-key", "version": 1, "secret": "00"}')
+    for target in (bad, tmp_path / "missing.json"):
+        result = run("keys", "show", str(target))
+        assert result.exit_code == 2
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:")
+
+
+def test_info_finds_default_models():
+    result = run("info")
+    assert result.exit_code == 0
+    assert "SmolLM2-135M-Instruct found" in result.output
+    assert "all-MiniLM-L6-v2 found" in result.output
+
+
+def test_text_detect_rejects_bad_input(tmp_path):
+    key = tmp_path / "k.json"
+    WatermarkKey.generate().save(key)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n")
+    result = run("text", "detect", "--key", str(key), "--scheme", "kgw", str(empty))
+    assert result.exit_code == 2 and "empty" in result.output
+    unknown = run("text", "detect", "--key", str(key), "--scheme", "nope", str(empty))
+    assert unknown.exit_code == 2
+    missing = run("text", "detect", "--key", str(tmp_path / "nokey.json"), "--scheme", "kgw", str(empty))
+    assert missing.exit_code == 2 and "key file not found" in missing.output
+
+
+def test_text_detect_json_shape(tmp_path):
+    key = tmp_path / "k.json"
+    WatermarkKey.generate().save(key)
+    human = tmp_path / "human.txt"
+    human.write_text(json.loads((ROOT / "tests/data/human_passages.jsonl").read_text().splitlines()[0]))
+    result = run("text", "detect", "--key", str(key), "--scheme", "kgw", "--json", str(human))
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)
+    assert {"detected", "p_value", "score", "threshold", "payload", "bit_accuracy", "scheme", "key_id"} <= set(row)
+    assert row["detected"] is False

@@ -1,0 +1,1 @@
+"""Text watermarks for transformers language models (generation-time token watermarks)."""

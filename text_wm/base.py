@@ -1,0 +1,74 @@
+"""The shape every token-level text watermark shares, and the token plumbing they all need.
+
+Why keyless scheme objects: a scheme is configuration (gamma, delta, key length, ...);
+the secret arrives per call. One configured scheme can then serve many keys, and the
+key never lives longer than the call that needs it.
+
+Every scheme offers:
+- ``processor(key, vocab) -> transformers.LogitsProcessor`` for ``model.generate``
+  (schemes that replace sampling, EXP and ITS, return a processor that forces the
+  token their sampler picked, so generation still goes through ``generate``);
+- ``detect(tokens, key, tokenizer=None) -> DetectionResult`` with a real p-value;
+- multi-bit schemes add ``decode(tokens, key, tokenizer=None)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from transformers import LogitsProcessor
+
+from provenance.keys import WatermarkKey
+from provenance.result import DetectionResult
+
+TokenInput = str | Sequence[int] | torch.Tensor
+
+
+@runtime_checkable
+class TokenWatermark(Protocol):
+    name: str
+
+    def processor(self, key: WatermarkKey, vocab: Any) -> LogitsProcessor: ...
+
+    def detect(self, tokens: TokenInput, key: WatermarkKey, tokenizer: Any = None) -> DetectionResult: ...
+
+
+def vocab_size_of(vocab: Any) -> int:
+    """Accept an int or a tokenizer; the tokenizer's full length covers added special tokens."""
+    if isinstance(vocab, int):
+        return vocab
+    if hasattr(vocab, "__len__"):
+        return len(vocab)
+    raise TypeError("vocab must be a vocabulary size or a tokenizer")
+
+
+def as_token_ids(tokens: TokenInput, tokenizer: Any = None) -> torch.Tensor:
+    """A 1-D int64 CPU tensor of token ids; text is tokenized without special tokens.
+
+    Raises ``ValueError`` for empty input, so a detector never returns a p-value for
+    nothing.
+    """
+    if isinstance(tokens, str):
+        if tokenizer is None:
+            raise ValueError("a tokenizer is needed to detect a watermark in raw text")
+        if not tokens.strip():
+            raise ValueError("cannot detect a watermark in empty text")
+        ids = torch.tensor(tokenizer(tokens, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    else:
+        ids = torch.as_tensor(tokens, dtype=torch.long).detach().cpu()
+        if ids.dim() != 1:
+            raise ValueError("token ids must be one-dimensional (one text at a time)")
+    if ids.numel() == 0:
+        raise ValueError("cannot detect a watermark in an empty token sequence")
+    return ids
+
+
+def pad_scores(scores: torch.Tensor, values: torch.Tensor, fill: float) -> torch.Tensor:
+    """Fit a per-vocabulary tensor to the model's logit width (models often pad the vocab)."""
+    width = scores.shape[-1]
+    if values.shape[-1] >= width:
+        return values[..., :width]
+    pad = values.new_full((*values.shape[:-1], width - values.shape[-1]), fill)
+    return torch.cat([values, pad], dim=-1)

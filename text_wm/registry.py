@@ -1,0 +1,27 @@
+"""Scheme names for the CLI and scripts, resolved lazily so naming a scheme imports only it."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from text_wm.base import TokenWatermark
+
+# name -> (module, class, default keyword arguments)
+_SCHEMES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "kgw": ("text_wm.kgw", "KGW", {}),
+    "exp": ("text_wm.exp_its", "EXP", {}),
+    "its": ("text_wm.exp_its", "ITS", {}),
+    "majormark": ("text_wm.majormark", "MajorMark", {}),
+    "majormark+": ("text_wm.majormark", "MajorMark", {"blockwise": True}),
+}
+SCHEME_NAMES = tuple(_SCHEMES)
+
+
+def get_scheme(name: str, **overrides: Any) -> TokenWatermark:
+    """A configured scheme by name; ``overrides`` replace its defaults."""
+    try:
+        module, cls, defaults = _SCHEMES[name]
+    except KeyError:
+        raise LookupError(f"unknown text watermark scheme {name!r} (known: {', '.join(SCHEME_NAMES)})") from None
+    return getattr(importlib.import_module(module), cls)(**{**defaults, **overrides})
