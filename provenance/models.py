@@ -69,10 +69,12 @@ def default_embedder() -> ModelLocation:
 
 
 def _converted_dir(location: ModelLocation) -> Path:
-    gguf = location.path / location.gguf_file
-    stat = gguf.stat()
-    tag = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    return cache_dir() / "text-models" / f"{gguf.stem}-{tag}"
+    """Cache folder named by the GGUF's content hash, so every install of the same file shares it."""
+    digest = hashlib.sha256()
+    with open(location.path / location.gguf_file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return cache_dir() / "text-models" / f"{Path(location.gguf_file).stem}-{digest.hexdigest()[:12]}"
 
 
 def _resolve_text_location(model: str | os.PathLike | None) -> ModelLocation:
