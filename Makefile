@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# Idle OpenMP threads sleep instead of spinning (spinning stalls small ops on busy 2-core machines).
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: setup test test-slow demo bench clean
 

@@ -1,0 +1,265 @@
+"""EXP and ITS watermarks: alignment statistics against naive references, the sampler and its
+processor, calibration of the permutation test, and detection on real SmolLM2 generations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from provenance.keys import WatermarkKey
+from text_wm.alignment import edit_statistic, plain_statistic
+from text_wm.exp_its import EXP, ITS
+
+SCHEMES = [EXP(), ITS()]
+KEY = WatermarkKey.from_seed("exp-its-test")
+WRONG_KEY = WatermarkKey.from_seed("exp-its-wrong")
+PROMPTS = [
+    "The history of the old harbour town",
+    "Here is my favourite recipe for a quick dinner:",
+    "Scientists studying deep ocean currents found",
+    "The best advice I ever got about learning",
+]
+
+
+# -- alignment statistics against naive references ----------------------------------------
+
+
+def naive_plain(cost: list[list[float]]) -> float:
+    m, n = len(cost), len(cost[0])
+    return min(sum(cost[i][(s + i) % n] for i in range(m)) for s in range(n))
+
+
+def naive_edit(cost: list[list[float]], gamma: float) -> float:
+    m, n = len(cost), len(cost[0])
+    width = n + m - 1
+    a = [[0.0] * (width + 1) for _ in range(m + 1)]
+    for i in range(1, m + 1):
+        a[i][0] = i * gamma
+        for j in range(1, width + 1):
+            a[i][j] = min(
+                a[i - 1][j] + gamma,
+                a[i][j - 1] + gamma,
+                a[i - 1][j - 1] + cost[i - 1][(j - 1) % n],
+            )
+    return min(a[m])
+
+
+@pytest.mark.parametrize("gamma", [0.05, 0.3, 1.5])
+def test_statistics_match_naive_references(gamma: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    for m, n in [(1, 1), (3, 5), (6, 4), (9, 7)]:
+        cost = torch.randn(5, m, n, generator=generator, dtype=torch.float64)
+        plain, shift = plain_statistic(cost)
+        edit = edit_statistic(cost, gamma)
+        for b in range(cost.shape[0]):
+            rows = cost[b].tolist()
+            assert plain[b].item() == pytest.approx(naive_plain(rows), abs=1e-9)
+            assert sum(rows[i][(int(shift[b]) + i) % n] for i in range(m)) == pytest.approx(plain[b].item())
+            assert edit[b].item() == pytest.approx(naive_edit(rows, gamma), abs=1e-9)
+            assert edit[b].item() <= plain[b].item() + 1e-9  # the unedited diagonal is one alignment
+
+
+def test_statistics_with_row_map_equal_expanded_costs() -> None:
+    generator = torch.Generator().manual_seed(4)
+    unique_cost = torch.randn(4, 3, 6, generator=generator)
+    rows = torch.tensor([2, 0, 0, 1, 2, 2, 0])
+    expanded = unique_cost[:, rows, :]
+    assert torch.allclose(plain_statistic(unique_cost, rows=rows)[0], plain_statistic(expanded)[0])
+    assert torch.allclose(edit_statistic(unique_cost, 0.5, rows=rows), edit_statistic(expanded, 0.5))
+
+
+def test_statistics_with_per_row_lengths_equal_separate_runs() -> None:
+    generator = torch.Generator().manual_seed(1)
+    cost = torch.randn(6, 8, 5, generator=generator)
+    lengths = torch.tensor([8, 3, 5, 1, 8, 6])
+    plain, _ = plain_statistic(cost, lengths)
+    edit = edit_statistic(cost, 0.4, lengths)
+    for b, m in enumerate(lengths.tolist()):
+        alone = cost[b : b + 1, :m]
+        assert plain[b].item() == pytest.approx(plain_statistic(alone)[0].item(), abs=1e-5)
+        assert edit[b].item() == pytest.approx(edit_statistic(alone, 0.4).item(), abs=1e-5)
+
+
+def test_cpu_chunking_does_not_change_the_edit_statistic() -> None:
+    cost = torch.log1p(-torch.rand(300, 12, 40, generator=torch.Generator().manual_seed(2)))
+    together = edit_statistic(cost, 1.0)  # 300 x 52 cells: split into CPU chunks
+    parts = torch.cat([edit_statistic(cost[b : b + 1], 1.0) for b in range(0, 300, 37)])
+    assert torch.allclose(together[::37], parts)
+
+
+# -- sampler and processor -------------------------------------------------------------
+
+
+def naive_choice(scheme, tables, probs: list[float], row: int) -> int:
+    """The paper's samplers written out: EXP argmax log(xi)/p, ITS first cdf crossing in pi-order."""
+    if scheme.name == "exp":
+        xi = tables["xi"][row].double().tolist()
+        scores = [math.log(x) / p if p > 0 else -math.inf for x, p in zip(xi, probs)]
+        return max(range(len(probs)), key=scores.__getitem__)
+    total, cumulative = sum(probs), 0.0
+    u = tables["u"][row].item()
+    for token in tables["order"].tolist():
+        cumulative += probs[token] / total
+        if cumulative > u:
+            return token
+    raise AssertionError("no token chosen")
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.name)
+def test_processor_forces_exactly_the_sampler_token(scheme) -> None:
+    vocab, small = 50, type(scheme)(key_length=16)
+    tables = small.key_tables(KEY, vocab, "cpu")
+    processor = small.processor(KEY, vocab, shifts=[0, 5, 15])
+    generator = torch.Generator().manual_seed(3)
+    prompt_length = 7
+    for step in range(4):
+        scores = torch.randn(3, vocab + 3, generator=generator) * 2.0  # 3 padded logit columns
+        scores[:, 1::3] = float("-inf")  # zero-probability tokens must never be chosen
+        input_ids = torch.zeros(3, prompt_length + step, dtype=torch.long)
+        out = processor(input_ids, scores.clone())
+        assert out.shape == scores.shape
+        chosen = out.argmax(dim=-1)
+        assert torch.isfinite(out).sum(dim=-1).tolist() == [1, 1, 1]
+        assert out[torch.arange(3), chosen].tolist() == [0.0, 0.0, 0.0]
+        probs = torch.softmax(scores[:, :vocab].double(), dim=-1)
+        for row, shift in enumerate([0, 5, 15]):
+            expected = naive_choice(small, tables, probs[row].tolist(), (shift + step) % 16)
+            assert int(chosen[row]) == expected
+            assert int(chosen[row]) < vocab and int(chosen[row]) % 3 != 1
+    assert processor.shifts == [0, 5, 15]
+    random_shifts = small.processor(KEY, vocab)
+    random_shifts(torch.zeros(3, 4, dtype=torch.long), torch.randn(3, vocab))
+    assert len(random_shifts.shifts) == 3 and all(0 <= s < 16 for s in random_shifts.shifts)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.name)
+def test_sampler_is_distortion_free(scheme) -> None:
+    """Over 20000 key positions, token frequencies match p (chi-square, 5 dof)."""
+    n, probs = 20000, torch.tensor([0.4, 0.25, 0.15, 0.1, 0.06, 0.04, 0.0])
+    wide = type(scheme)(key_length=n)
+    tables = wide.key_tables(WatermarkKey.from_seed("distortion"), probs.numel(), "cpu")
+    logprobs = probs.log().expand(n, -1)
+    tokens = wide._choose(tables, logprobs, torch.arange(n))
+    counts = torch.bincount(tokens, minlength=probs.numel()).double()
+    assert counts[-1] == 0
+    chi2 = float((((counts[:-1] - n * probs[:-1]) ** 2) / (n * probs[:-1])).sum())
+    assert chi2 < 20.5  # P[chi2_5 > 20.5] ~ 0.001
+
+
+# -- calibration of the permutation test -----------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.name)
+def test_null_p_values_are_uniform_on_random_tokens(scheme) -> None:
+    vocab, count, resamples = 49152, 100, 50
+    texts = [torch.randint(0, vocab, (30,), generator=torch.Generator().manual_seed(1000 + s)) for s in range(count)]
+    results = scheme.detect_batch(texts, KEY, vocab=vocab, n_resamples=resamples, device="cpu")
+    p_values = torch.tensor([r.p_value for r in results])
+    for level in (0.1, 0.5):
+        attained = math.floor(level * (resamples + 1)) / (resamples + 1)  # P[p <= level] under H0
+        tolerance = 3.5 * math.sqrt(attained * (1 - attained) / count)
+        assert abs(float((p_values <= level).double().mean()) - attained) <= tolerance
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.name)
+def test_batch_detection_equals_single_detection(scheme) -> None:
+    generator = torch.Generator().manual_seed(5)
+    texts = [torch.randint(0, 1000, (length,), generator=generator) for length in (12, 40, 7)]
+    texts.append(torch.cat([texts[0], texts[0]]))  # repeated tokens share key entries
+    batch = scheme.detect_batch(texts, KEY, vocab=1000, n_resamples=60, device="cpu")
+    for text, result in zip(texts, batch):
+        single = scheme.detect(text, KEY, vocab=1000, n_resamples=60, device="cpu")
+        assert single.p_value == result.p_value
+        assert single.score == pytest.approx(result.score, abs=1e-5)
+        assert single.details == pytest.approx(result.details)
+
+
+# -- real generations with SmolLM2 -----------------------------------------------------
+# One generate call (decoding is memory-bound, so 12 rows cost little more than 4): rows
+# 0-3 EXP, 4-7 ITS (fixed shifts), 8-11 unwatermarked.
+
+SHIFTS = [3, 70, 140, 250]
+NEW_TOKENS = 200
+
+
+class RowSplit(LogitsProcessor):
+    """Test plumbing: applies each processor to its own block of batch rows (None = untouched)."""
+
+    def __init__(self, parts):
+        self.parts = parts  # [(start, stop, processor or None)]
+
+    def __call__(self, input_ids, scores):
+        out = scores.clone()
+        for start, stop, processor in self.parts:
+            if processor is not None:
+                out[start:stop] = processor(input_ids[start:stop], scores[start:stop])
+        return out
+
+
+@pytest.fixture(scope="module")
+def lm(text_model):
+    model, tokenizer = text_model
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def generate_rows(lm, new_tokens: int, seed: int) -> tuple[list[torch.Tensor], list]:
+    model, tokenizer = lm
+    processors = [scheme.processor(KEY, tokenizer, shifts=SHIFTS) for scheme in SCHEMES]
+    split = RowSplit([(0, 4, processors[0]), (4, 8, processors[1]), (8, 12, None)])
+    encoded = tokenizer(PROMPTS * 3, return_tensors="pt", padding=True)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(
+            **encoded, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+            max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([split]),
+        )
+    return list(out[:, encoded["input_ids"].shape[1] :]), processors
+
+
+@pytest.fixture(scope="module")
+def generations(lm):
+    rows, processors = generate_rows(lm, NEW_TOKENS, seed=11)
+    assert all(p.shifts == SHIFTS for p in processors)
+    assert all(row.numel() == NEW_TOKENS for row in rows)
+    return {"exp": rows[0:4], "its": rows[4:8], "plain": rows[8:12]}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.name)
+def test_watermarked_generations_detected(scheme, lm, generations) -> None:
+    """Primary: the edit-robust permutation p-value with 999 resamples reaches its floor 1/1000."""
+    results = scheme.detect_batch(generations[scheme.name], KEY, lm[1], n_resamples=999, device="cpu")
+    for result in results:
+        assert result.detected and result.p_value <= 1e-3
+        assert result.score < result.threshold
+        assert result.details["p_value_plain"] <= 1e-3
+        if scheme.name == "exp":
+            assert result.details["p_value_analytic"] < 1e-6
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.name)
+def test_wrong_key_and_unwatermarked_text_not_detected(scheme, lm, generations) -> None:
+    """8 null cases (4 with the wrong key, 4 unwatermarked): p-values look like H0.
+
+    Each p-value is exactly valid, so one of 8 may fall at 1/101 by chance (probability
+    ~8%, it does for one ITS case with these seeds); two or more would be a 0.3% event.
+    """
+    wrong = scheme.detect_batch(generations[scheme.name], WRONG_KEY, lm[1], device="cpu")
+    assert all(r.key_id == WRONG_KEY.key_id for r in wrong)
+    plain = scheme.detect_batch(generations["plain"], KEY, lm[1], device="cpu")
+    p_values = sorted(r.p_value for r in wrong + plain)
+    assert all(p > 0.01 for p in p_values[1:]) and p_values[4] > 0.1, p_values
+
+
+def test_fixed_shift_generation_is_deterministic(lm) -> None:
+    """Same prompts and shifts, another sampling seed: the watermarked rows repeat exactly."""
+    first, _ = generate_rows(lm, 6, seed=1)
+    second, processors = generate_rows(lm, 6, seed=12345)
+    assert all(p.shifts == SHIFTS and p.prompt_length is not None for p in processors)
+    for a, b in zip(first[:8], second[:8]):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(first[8:], second[8:]))  # plain sampling differs
