@@ -1,1 +1,1 @@
-"""Attacks and robustness audits; not built yet."""
+"""Attacks on watermarks: random token edits so far; the registry and audits are not built yet."""

@@ -1,1 +1,1 @@
-"""Diffusion image and video watermarks (latent-noise schemes); not built yet."""
+"""Diffusion image and video watermarks: so far the reference world's procedural scenes."""
