@@ -15,10 +15,34 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from transformers import LogitsProcessor  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 DATA = Path(__file__).parent / "data"
+
+
+class RowRouter(LogitsProcessor):
+    """Test plumbing: applies each logits processor to its own slice of batch rows (None: untouched).
+
+    One ``generate`` call then yields watermarked and plain rows together; decoding is
+    memory-bound, so extra rows cost little.
+    """
+
+    def __init__(self, groups):
+        self.groups = groups  # [(start, stop, processor or None)]
+
+    def __call__(self, input_ids, scores):
+        out = scores.clone()
+        for start, stop, processor in self.groups:
+            if processor is not None:
+                out[start:stop] = processor(input_ids[start:stop], scores[start:stop])
+        return out
+
+
+@pytest.fixture(scope="session")
+def row_router():
+    return RowRouter
 
 
 @pytest.fixture(scope="session")

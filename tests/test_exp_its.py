@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from provenance.keys import WatermarkKey
 from text_wm.alignment import edit_statistic, plain_statistic
@@ -185,20 +185,6 @@ SHIFTS = [3, 70, 140, 250]
 NEW_TOKENS = 200
 
 
-class RowSplit(LogitsProcessor):
-    """Test plumbing: applies each processor to its own block of batch rows (None = untouched)."""
-
-    def __init__(self, parts):
-        self.parts = parts  # [(start, stop, processor or None)]
-
-    def __call__(self, input_ids, scores):
-        out = scores.clone()
-        for start, stop, processor in self.parts:
-            if processor is not None:
-                out[start:stop] = processor(input_ids[start:stop], scores[start:stop])
-        return out
-
-
 @pytest.fixture(scope="module")
 def lm(text_model):
     model, tokenizer = text_model
@@ -206,10 +192,10 @@ def lm(text_model):
     return model, tokenizer
 
 
-def generate_rows(lm, new_tokens: int, seed: int) -> tuple[list[torch.Tensor], list]:
+def generate_rows(lm, row_router, new_tokens: int, seed: int) -> tuple[list[torch.Tensor], list]:
     model, tokenizer = lm
     processors = [scheme.processor(KEY, tokenizer, shifts=SHIFTS) for scheme in SCHEMES]
-    split = RowSplit([(0, 4, processors[0]), (4, 8, processors[1]), (8, 12, None)])
+    split = row_router([(0, 4, processors[0]), (4, 8, processors[1]), (8, 12, None)])
     encoded = tokenizer(PROMPTS * 3, return_tensors="pt", padding=True)
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -222,8 +208,8 @@ def generate_rows(lm, new_tokens: int, seed: int) -> tuple[list[torch.Tensor], l
 
 
 @pytest.fixture(scope="module")
-def generations(lm):
-    rows, processors = generate_rows(lm, NEW_TOKENS, seed=11)
+def generations(lm, row_router):
+    rows, processors = generate_rows(lm, row_router, NEW_TOKENS, seed=11)
     assert all(p.shifts == SHIFTS for p in processors)
     assert all(row.numel() == NEW_TOKENS for row in rows)
     return {"exp": rows[0:4], "its": rows[4:8], "plain": rows[8:12]}
@@ -255,10 +241,10 @@ def test_wrong_key_and_unwatermarked_text_not_detected(scheme, lm, generations) 
     assert all(p > 0.01 for p in p_values[1:]) and p_values[4] > 0.1, p_values
 
 
-def test_fixed_shift_generation_is_deterministic(lm) -> None:
+def test_fixed_shift_generation_is_deterministic(lm, row_router) -> None:
     """Same prompts and shifts, another sampling seed: the watermarked rows repeat exactly."""
-    first, _ = generate_rows(lm, 6, seed=1)
-    second, processors = generate_rows(lm, 6, seed=12345)
+    first, _ = generate_rows(lm, row_router, 6, seed=1)
+    second, processors = generate_rows(lm, row_router, 6, seed=12345)
     assert all(p.shifts == SHIFTS and p.prompt_length is not None for p in processors)
     for a, b in zip(first[:8], second[:8]):
         assert torch.equal(a, b)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats as sps
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from provenance.keys import WatermarkKey
 from text_wm.generate import format_prompts
@@ -40,22 +40,8 @@ SCHEMES = {"majormark": MajorMark(), "majormark+": MajorMarkPlus()}
 GEN = dict(max_new_tokens=200, min_new_tokens=200, do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
 
 
-class _RowRouter(LogitsProcessor):
-    """Applies each processor to its own slice of batch rows (None: leave the rows alone)."""
-
-    def __init__(self, groups: list[tuple[int, int, LogitsProcessor | None]]) -> None:
-        self.groups = groups
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        out = scores.clone()
-        for start, stop, processor in self.groups:
-            if processor is not None:
-                out[start:stop] = processor(input_ids[start:stop], scores[start:stop])
-        return out
-
-
 @pytest.fixture(scope="module")
-def generations(text_model):
+def generations(text_model, row_router):
     model, tokenizer = text_model
     n = len(PROMPTS)
     groups = [
@@ -72,7 +58,7 @@ def generations(text_model):
         tokenizer.padding_side = side
     torch.manual_seed(0)
     with torch.inference_mode():
-        out = model.generate(**batch, logits_processor=LogitsProcessorList([_RowRouter(groups)]),
+        out = model.generate(**batch, logits_processor=LogitsProcessorList([row_router(groups)]),
                              pad_token_id=tokenizer.pad_token_id, **GEN)
     new = out[:, batch["input_ids"].shape[1]:].cpu()
     return {"majormark": new[:n], "majormark+": new[n:2 * n], "plain": new[2 * n:]}
