@@ -45,6 +45,7 @@ TOPICS = [
 STYLES = ["Write a short story about {}.", "Explain {} to a child.", "Write a blog post about {}.", "Describe {}."]
 LENGTHS = (25, 50, 100, 200)
 EDIT_RATES = (0.1, 0.3, 0.5)
+ANCHOR_EDIT_RATES = (0.4, 0.5)
 PAYLOAD = "beef"
 GEN = dict(max_new_tokens=200, min_new_tokens=200, do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
 
@@ -53,20 +54,36 @@ def prompts(n: int) -> list[str]:
     return [STYLES[i % len(STYLES)].format(TOPICS[(i // len(STYLES) + i) % len(TOPICS)]) for i in range(n)]
 
 
-def generate(model, tokenizer, scheme, key, all_prompts, batch, seed):
+def generate(model, tokenizer, scheme, key, all_prompts, batch, seed, **overrides):
     """Generate in batches; return token-id tensors and seconds per generated token."""
     out, seconds, tokens = [], 0.0, 0
     kwargs = {"payload": PAYLOAD} if scheme is not None and scheme.name.startswith("majormark") else {}
+    gen = {**GEN, **overrides}
     for start in range(0, len(all_prompts), batch):
         chunk = all_prompts[start : start + batch]
         t0 = time.perf_counter()
         records = generate_watermarked(
-            model, tokenizer, chunk, scheme, key, chat=True, seed=seed + start, processor_kwargs=kwargs, **GEN
+            model, tokenizer, chunk, scheme, key, chat=True, seed=seed + start, processor_kwargs=kwargs, **gen
         )
         seconds += time.perf_counter() - t0
-        tokens += len(chunk) * GEN["max_new_tokens"]
+        tokens += len(chunk) * gen["max_new_tokens"]
         out.extend(torch.tensor(r.token_ids) for r in records)
     return out, seconds / tokens
+
+
+def timed_overhead(model, tokenizer, scheme, key, chunk, repeats=3, tokens=64):
+    """Per-token time with and without the watermark, interleaved; best of ``repeats`` each.
+
+    Interleaving and taking the minimum cancel most of the machine's load drift, which on a
+    shared 2-core machine is larger than the effect being measured.
+    """
+    plain, marked = [], []
+    for _ in range(repeats):
+        plain.append(generate(model, tokenizer, None, None, chunk, len(chunk), 0,
+                              max_new_tokens=tokens, min_new_tokens=tokens)[1])
+        marked.append(generate(model, tokenizer, scheme, key, chunk, len(chunk), 0,
+                               max_new_tokens=tokens, min_new_tokens=tokens)[1])
+    return min(marked), min(plain)
 
 
 def perplexity(model, tokenizer, all_prompts, generations) -> float:
@@ -111,8 +128,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--schemes", default="kgw,exp,its,majormark,majormark+")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -123,14 +141,13 @@ def main() -> None:
     all_prompts = prompts(args.n)
     names = args.schemes.split(",")
 
-    plain, plain_speed = generate(model, tokenizer, None, None, all_prompts, args.batch, seed=0)
+    plain, _ = generate(model, tokenizer, None, None, all_prompts, args.batch, seed=0)
     plain_ppl = perplexity(model, tokenizer, all_prompts, plain)
-    rows_len, rows_edit, rows_quality = [], [], []
+    rows_len, rows_edit, rows_quality, rows_anchor = [], [], [], []
     for name in tqdm(names, desc="schemes"):
         scheme = get_scheme(name)
-        marked, speed = generate(model, tokenizer, scheme, key, all_prompts, args.batch, seed=0)
-        # baseline timing again right after, so both share the machine's current load
-        _, plain_again = generate(model, tokenizer, None, None, all_prompts[: args.batch], args.batch, seed=0)
+        marked, _ = generate(model, tokenizer, scheme, key, all_prompts, args.batch, seed=0)
+        speed, plain_again = timed_overhead(model, tokenizer, scheme, key, all_prompts[: args.batch])
         overhead = speed / plain_again - 1.0
         tpr = [detect_rate(scheme, key, [ids[:length] for ids in marked]) for length in LENGTHS]
         fpr = [detect_rate(scheme, key, [ids[:length] for ids in plain]) for length in LENGTHS]
@@ -140,6 +157,10 @@ def main() -> None:
             detect_rate(scheme, key, [random_token_edits(ids, rate, vocab, rng) for ids in marked]) for rate in EDIT_RATES
         ]
         rows_edit.append(f"| {name} | " + " | ".join(f"{t:.2f}" for t in edit_tpr) + " |")
+        if name in ("exp", "its"):  # Kuditipudi et al.'s anchor: 35 tokens, 40-50% random edits
+            anchor = [detect_rate(scheme, key, [random_token_edits(ids[:35], rate, vocab, rng) for ids in marked])
+                      for rate in ANCHOR_EDIT_RATES]
+            rows_anchor.append(f"| {name} | " + " | ".join(f"{t:.2f}" for t in anchor) + " |")
         extra = ""
         if name.startswith("majormark"):
             decoded = [scheme.detect(ids, key) for ids in marked]
@@ -176,6 +197,13 @@ def main() -> None:
         "texts one at a time with their default resamples):\n\n"
         f"{table_quality}\n"
     )
+    if rows_anchor:
+        body += (
+            "\nPublished anchor (Kuditipudi et al., OPT-1.3B: p <= 0.01 from 35 tokens after 40-50% random edits). "
+            "TPR at p <= 0.01 for the first 35 tokens after random edits:\n\n"
+            "| scheme | " + " | ".join(f"{int(r * 100)}% edits" for r in ANCHOR_EDIT_RATES) + " |\n"
+            + "|---" * (len(ANCHOR_EDIT_RATES) + 1) + "|\n" + "\n".join(rows_anchor) + "\n"
+        )
     print(body)
     write_section("Text watermarks", body)
 

@@ -29,7 +29,7 @@ def _out(values: ArrayLike) -> float | np.ndarray:
     return float(array) if array.ndim == 0 else array
 
 
-def _check_fpr(fpr: float) -> float:
+def check_fpr(fpr: float) -> float:
     """Reject FPRs outside (0, 1): 0 needs an infinite threshold and 1 needs none."""
     fpr = float(fpr)
     if not 0.0 < fpr < 1.0:
@@ -83,7 +83,7 @@ def normal_threshold(fpr: float) -> float:
 
     H0: the z-score is standard normal (the null of :func:`z_to_p`).
     """
-    return float(stats.norm.isf(_check_fpr(fpr)))
+    return float(stats.norm.isf(check_fpr(fpr)))
 
 
 def binomial_tail(k: ArrayLike, n: ArrayLike, p0: float = 0.5) -> float | np.ndarray:
@@ -104,7 +104,7 @@ def binomial_threshold(n: int, fpr: float, p0: float = 0.5) -> int:
     is discrete the attained FPR is usually strictly below ``fpr``. Returns ``n + 1`` (never
     reject) when even ``P[X = n]`` exceeds ``fpr``.
     """
-    fpr = _check_fpr(fpr)
+    fpr = check_fpr(fpr)
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
     tails = stats.binom.sf(np.arange(-1, n + 1), n, p0)  # tails[k] = P[X >= k], k = 0..n+1
@@ -132,7 +132,7 @@ def hoeffding_threshold(n: int, fpr: float, value_range: float = 1.0) -> float:
 
     H0: as in :func:`hoeffding_p_value`; the attained FPR is at most ``fpr``.
     """
-    fpr = _check_fpr(fpr)
+    fpr = check_fpr(fpr)
     if n <= 0 or value_range <= 0:
         raise ValueError("n and value_range must be positive")
     return value_range * math.sqrt(math.log(1.0 / fpr) / (2.0 * n))
@@ -173,7 +173,7 @@ def threshold_for_fpr(null_samples: ArrayLike, fpr: float, larger_is_extreme: bo
     null sample, with ``m`` the largest count such that ``(1 + m) / (N + 1) <= fpr``;
     that needs ``N >= 1/fpr - 1`` null samples, and fewer raise ``ValueError``.
     """
-    fpr = _check_fpr(fpr)
+    fpr = check_fpr(fpr)
     null = np.sort(np.asarray(null_samples, dtype=float).ravel())
     size = null.size
     m = math.floor(fpr * (size + 1)) - 1

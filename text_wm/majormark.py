@@ -170,7 +170,7 @@ from provenance.codes.reed_solomon import ReedSolomonCode, ReedSolomonDecodeErro
 from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
 from text_wm.base import TokenInput, as_token_ids, pad_scores, vocab_size_of
-from text_wm.hashing import combine, context_windows, key_words, mix32
+from text_wm.hashing import MASK32, combine, context_windows, key_words, mix32, to_bits
 
 PayloadInput = bytes | bytearray | str
 
@@ -431,8 +431,13 @@ class MajorMark:
 
     def sublist(self, ctx: torch.Tensor, block: torch.Tensor, maj: torch.Tensor, tokens: torch.Tensor,
                 words: list[int]) -> torch.Tensor:
-        """Sublist index in ``[0, b)`` of ``tokens`` for (context, block, majority); broadcasts."""
+        """Sublist index in ``[0, b)`` of ``tokens`` for (context, block, majority); broadcasts.
+
+        int32 ``tokens`` select the fast bit-pattern hashing (generation's vocabulary-wide path).
+        """
         family = combine(ctx, 2 * block + maj, words[2])
+        if tokens.dtype == torch.int32:
+            return (combine(to_bits(family), tokens, words[3]).long() & MASK32) % self.bits_per_block
         return combine(family, tokens, words[3]) % self.bits_per_block
 
     # -- generation -------------------------------------------------------------------------
@@ -696,6 +701,8 @@ class MajorMarkLogitsProcessor(LogitsProcessor):
         B, b = scheme.n_blocks, scheme.bits_per_block
         self.blocks = words.view(-1, B, b)  # (P, B, b) embedded bits per payload row
         self.block_majority = (2 * self.blocks.sum(dim=-1) >= b).long()  # (P, B)
+        # each block's b bits packed into one int64: a shift replaces a (R, V) gather per step
+        self.packed_blocks = (self.blocks.long() << torch.arange(b)).sum(dim=-1)  # (P, B)
         self.hash_words = scheme._words(key)
         self.settings: dict[str, Any] = {}
 
@@ -707,17 +714,17 @@ class MajorMarkLogitsProcessor(LogitsProcessor):
         if self.blocks.shape[0] not in (1, rows):
             raise ValueError(f"{self.blocks.shape[0]} payloads given for a batch of {rows} rows")
         device = input_ids.device
-        blocks = self.blocks.to(device).expand(rows, -1, -1)
+        packed = self.packed_blocks.to(device).expand(rows, -1)
         majority = self.block_majority.to(device).expand(rows, -1)
         ctx = self.scheme.context_hash(input_ids[:, -h:], self.hash_words)  # (R,)
         block = self.scheme.block_of(ctx, self.hash_words)  # (R,)
         row = torch.arange(rows, device=device)
         maj = majority[row, block]  # (R,)
-        vocab = torch.arange(self.vocab_size, device=device).unsqueeze(0)
+        vocab = torch.arange(self.vocab_size, dtype=torch.int32, device=device).unsqueeze(0)
         idx = self.scheme.sublist(ctx.unsqueeze(1), block.unsqueeze(1), maj.unsqueeze(1), vocab, self.hash_words)
-        preferred = torch.gather(blocks[row, block], 1, idx) == maj.unsqueeze(1)  # (R, V)
-        bias = pad_scores(scores, preferred.to(scores.dtype) * self.scheme.delta, 0.0)
-        return scores + bias
+        preferred = ((packed[row, block].unsqueeze(1) >> idx) & 1) == maj.unsqueeze(1)  # (R, V)
+        bias = pad_scores(scores, preferred.to(scores.dtype), 0.0)
+        return scores.add(bias, alpha=self.scheme.delta)
 
 
 def MajorMarkPlus(**kwargs: Any) -> MajorMark:
