@@ -1,1 +1,12 @@
-"""The project's miniature text-to-image/video world: procedural scenes now; trained models to come."""
+"""The project's miniature text-to-image/video world: procedural scenes and models trained on them.
+
+``load_text_to_image``, ``load_img2img``, ``load_text_to_video`` and ``load_captioner`` load the
+shipped weights (``weights/``) as standard diffusers pipelines and a CNN captioner; ``scenes``
+renders the seeded procedural data; ``train`` reproduces the weights.
+"""
+
+from image_wm.reference.pipelines import (
+    REFERENCE_GUIDANCE, load_captioner, load_img2img, load_text_to_image, load_text_to_video,
+)
+
+__all__ = ["REFERENCE_GUIDANCE", "load_captioner", "load_img2img", "load_text_to_image", "load_text_to_video"]

@@ -1,0 +1,98 @@
+"""Load the shipped reference models as standard diffusers pipelines (no network access).
+
+``load_text_to_image()`` gives a ``StableDiffusionPipeline``, ``load_img2img()`` a
+``StableDiffusionImg2ImgPipeline`` over the same modules, ``load_text_to_video()`` a
+``TextToVideoSDPipeline`` sharing the VAE and text encoder, ``load_captioner()`` the CNN
+captioner. Each takes ``path=``: any local diffusers pipeline folder (``model_index.json``)
+loads in place of the shipped weights, so everything downstream runs on real models too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from image_wm.reference import components
+from image_wm.reference.captioner import SceneCaptioner
+from provenance.device import resolve_device
+from provenance.models import ModelNotFoundError
+
+__all__ = ["load_text_to_image", "load_img2img", "load_text_to_video", "load_captioner", "REFERENCE_GUIDANCE"]
+
+# Classifier-free guidance the latent watermark schemes should generate with: low guidance keeps
+# samples on the VAE's latent manifold, which is what makes DDIM inversion recover the noise.
+REFERENCE_GUIDANCE = 2.0
+
+
+def _weights(name: str) -> Path:
+    folder = components.WEIGHTS_DIR / name
+    if not folder.is_dir():
+        raise ModelNotFoundError(
+            f"reference weights {folder} are missing; train and export them with "
+            "`python -m image_wm.reference.train` (see its docstring)")
+    return folder
+
+
+def _local_pipeline(cls, path: str | os.PathLike, device: torch.device):
+    path = Path(path)
+    if not (path / "model_index.json").is_file():
+        raise ModelNotFoundError(f"{path} is not a local diffusers pipeline folder (no model_index.json)")
+    return cls.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32).to(device)
+
+
+def _shared_modules(device: torch.device) -> dict:
+    from diffusers import AutoencoderKL, DDIMScheduler
+
+    encoder, tokenizer = components.load_text_encoder(device)
+    return dict(
+        vae=AutoencoderKL.from_pretrained(_weights("vae"), torch_dtype=torch.float32).to(device).eval(),
+        text_encoder=encoder, tokenizer=tokenizer,
+        scheduler=DDIMScheduler.from_pretrained(_weights("scheduler")),
+    )
+
+
+def _quiet(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_text_to_image(device: str | torch.device | None = None, path: str | os.PathLike | None = None):
+    """The reference (or a local) ``StableDiffusionPipeline`` on ``device``."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    device = resolve_device(device)
+    if path is not None:
+        return _quiet(_local_pipeline(StableDiffusionPipeline, path, device))
+    unet = UNet2DConditionModel.from_pretrained(_weights("unet"), torch_dtype=torch.float32).to(device).eval()
+    return _quiet(StableDiffusionPipeline(
+        unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        **_shared_modules(device)))
+
+
+def load_img2img(device: str | torch.device | None = None, path: str | os.PathLike | None = None):
+    """``StableDiffusionImg2ImgPipeline`` over the text-to-image pipeline's modules."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    base = load_text_to_image(device, path)
+    return _quiet(StableDiffusionImg2ImgPipeline(**base.components))
+
+
+def load_text_to_video(device: str | torch.device | None = None, path: str | os.PathLike | None = None):
+    """The reference (or a local) ``TextToVideoSDPipeline`` on ``device``."""
+    from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
+
+    device = resolve_device(device)
+    if path is not None:
+        return _quiet(_local_pipeline(TextToVideoSDPipeline, path, device))
+    unet = UNet3DConditionModel.from_pretrained(_weights("unet3d"), torch_dtype=torch.float32).to(device).eval()
+    return _quiet(TextToVideoSDPipeline(unet=unet, **_shared_modules(device)))
+
+
+def load_captioner(device: str | torch.device | None = None, path: str | os.PathLike | None = None) -> SceneCaptioner:
+    """The reference scene captioner (or one saved with ``SceneCaptioner.save`` at ``path``)."""
+    folder = Path(path) if path is not None else _weights("captioner")
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"{folder} holds no captioner (config.json missing)")
+    return SceneCaptioner.load(folder, resolve_device(device))

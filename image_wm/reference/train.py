@@ -1,0 +1,386 @@
+"""Reproducible, resumable training of the reference models on a CPU.
+
+The shipped weights under ``image_wm/reference/weights/`` are what these commands produce, run
+in this order on 2 CPU cores (fp32; one thread count fixed at start-up)::
+
+    python -m image_wm.reference.train vae       --steps 1600
+    python -m image_wm.reference.train captioner --steps 2500
+    python -m image_wm.reference.train unet      --steps 6000
+    python -m image_wm.reference.train video     --steps 1500
+    python -m image_wm.reference.train export
+
+Every batch is drawn from ``(seed, step)`` alone and the learning-rate schedule runs over
+steps, so a run is determined by its arguments; interrupting a command and rerunning it resumes
+from the last checkpoint in ``--work`` (default ``~/.cache/provenance/reference-train``).
+``export`` writes the EMA weights in fp16 safetensors, diffusers' folder layout, under the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from image_wm.reference import components, scenes
+
+DEFAULT_WORK = Path(os.environ.get("PROVENANCE_CACHE", Path.home() / ".cache" / "provenance")) / "reference-train"
+
+
+# --------------------------------------------------------------------------- data
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1] (diffusers' pixel convention)."""
+    t = torch.from_numpy(np.ascontiguousarray(images)).float().div_(127.5).sub_(1.0)
+    return t.movedim(-1, -3)
+
+
+def batch_seed(seed: int, step: int, stream: int = 0) -> int:
+    """One independent data seed per (run seed, step, stream)."""
+    return int(np.random.SeedSequence([seed, step, stream]).generate_state(1)[0])
+
+
+def quantise_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Round [-1, 1] pixels to the 8-bit grid, as saving a PNG does."""
+    return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+
+
+# --------------------------------------------------------------------------- loop
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (what gets exported)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for s, p in zip(self.shadow.parameters(), model.parameters()):
+            s.lerp_(p.detach(), 1 - d)
+
+
+def cosine_lr(step: int, steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_loop(name: str, model: torch.nn.Module, loss_fn: Callable[[int], dict[str, torch.Tensor]],
+               args: argparse.Namespace, *, lr: float, ema_decay: float = 0.999,
+               params: list[torch.nn.Parameter] | None = None) -> EMA:
+    """Run ``loss_fn(step)`` for ``args.steps`` steps with AdamW, cosine LR, EMA and checkpoints."""
+    work = Path(args.work) / name
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt_path = work / "checkpoint.pt"
+    params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+    ema = EMA(model, ema_decay)
+    start = 0
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.shadow.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"{name}: resuming at step {start}")
+
+    def save(step: int) -> None:
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "ema": ema.shadow.state_dict(), "opt": opt.state_dict(),
+                    "step": step, "torch_rng": torch.get_rng_state()}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    model.train()
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=name, mininterval=10)
+    running: dict[str, float] = {}
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, args.steps, lr, warmup=min(200, args.steps // 10))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            losses = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(model, step)
+        for k, v in losses.items():
+            value = float(v.detach())
+            running[k] = 0.98 * running.get(k, value) + 0.02 * value
+        if step % 20 == 0:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in running.items()})
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
+            save(step + 1)
+    if start >= args.steps:
+        print(f"{name}: already trained for {args.steps} steps")
+    return ema
+
+
+def final_model(name: str, model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
+    """The EMA weights of a finished run, loaded into ``model``."""
+    state = torch.load(Path(args.work) / name / "checkpoint.pt", map_location="cpu", weights_only=False)
+    if state["step"] < 1:
+        raise SystemExit(f"{name} has no trained checkpoint in {args.work}")
+    model.load_state_dict(state["ema"])
+    return model.eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------- VAE
+
+
+def random_crops(x: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """One random ``size`` x ``size`` crop per image (grid-aligned to the VAE's factor 4)."""
+    if size >= x.shape[-1]:
+        return x
+    rng = np.random.default_rng(seed)
+    offsets = rng.integers(0, (x.shape[-1] - size) // 4 + 1, size=(len(x), 2)) * 4
+    return torch.stack([img[:, i:i + size, j:j + size] for img, (i, j) in zip(x, offsets)])
+
+
+def train_vae(args: argparse.Namespace) -> None:
+    """Reconstruction (MSE + L1 + tiny KL), then an encoder latent-cycle term.
+
+    The VAE is fully convolutional (no attention), so it trains on random 32x32 crops: four
+    times the images per second on a CPU, with the same local statistics as full scenes.
+
+    From 60% of the run on, the encoder also learns to invert the decoder around the data
+    manifold: z = E(x) plus noise is decoded, rounded to 8 bits and must encode back to z.
+    Watermark detection runs exactly that path (generated latent -> PNG -> latent), so this is
+    the VAE-side figure the latent schemes depend on.
+    """
+    vae = components.build_vae().to(memory_format=torch.channels_last)
+    cycle_from = int(0.6 * args.steps)
+
+    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+        seed = batch_seed(args.seed, step)
+        images, _, _ = scenes.generate(args.batch, seed=seed)
+        x = random_crops(images_to_tensor(images), args.crop, seed).contiguous(memory_format=torch.channels_last)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample.float()
+        mse = F.mse_loss(rec, x)
+        out = {"mse": mse, "l1": F.l1_loss(rec, x), "kl": post.kl().mean()}
+        loss = mse + 0.5 * out["l1"] + 1e-6 * out["kl"]
+        if step >= cycle_from:
+            mean = post.mean.detach().float()
+            scale = mean.std()
+            z = mean + 0.3 * scale * torch.randn_like(mean)
+            with torch.no_grad():
+                x_cycle = quantise_pixels(vae.decode(z).sample.float())
+            out["cycle"] = F.mse_loss(vae.encode(x_cycle).latent_dist.mean.float(), z) / scale.square()
+            loss = loss + 0.1 * out["cycle"]
+        out["loss"] = loss
+        return out
+
+    train_loop("vae", vae, loss_fn, args, lr=args.lr or 1e-3, ema_decay=0.998)
+
+
+# --------------------------------------------------------------------------- captioner
+
+
+def degrade(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Random blur and noise, so the captioner also reads the softer images a diffusion model makes."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(x)
+    kernel = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (kernel[:, None] * kernel[None, :] / 16).expand(3, 1, 3, 3)
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    amount = torch.rand(n, 1, 1, 1, generator=g)
+    noise = torch.randn(x.shape, generator=g) * 0.05 * torch.rand(n, 1, 1, 1, generator=g)
+    return (x + amount * (blurred - x) + noise).clamp(-1, 1)
+
+
+def train_captioner(args: argparse.Namespace) -> None:
+    from image_wm.reference.captioner import SceneCaptioner
+
+    model = SceneCaptioner()
+
+    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+        seed = batch_seed(args.seed, step)
+        images, _, specs = scenes.generate(args.batch, seed=seed)
+        logits = model(degrade(images_to_tensor(images), seed))
+        labels = [spec.labels() for spec in specs]
+        targets = {name: torch.tensor([lab[name] for lab in labels]) for name in logits}
+        loss = sum(F.cross_entropy(logits[name], targets[name]) for name in logits)
+        correct = torch.stack([logits[n].argmax(-1) == targets[n] for n in ("shape1", "colour1")]).all(0)
+        return {"loss": loss, "acc": correct.float().mean()}
+
+    train_loop("captioner", model, loss_fn, args, lr=args.lr or 2e-3, ema_decay=0.995)
+
+
+# --------------------------------------------------------------------------- UNets
+
+
+def trained_vae(args: argparse.Namespace):
+    vae = final_model("vae", components.build_vae(), args)
+    return vae
+
+
+@torch.no_grad()
+def encode_images(vae, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Posterior means (unscaled) of [N, 3, 64, 64] pixels, in chunks."""
+    return torch.cat([vae.encode(x[i:i + chunk]).latent_dist.mean for i in range(0, len(x), chunk)])
+
+
+def latent_pool(args: argparse.Namespace, vae) -> tuple[torch.Tensor, list[str]]:
+    """``args.pool`` scenes encoded once (cached in the work folder): fp16 latents and captions."""
+    path = Path(args.work) / "unet" / f"pool-{args.pool}-{args.seed}.pt"
+    if path.is_file():
+        cached = torch.load(path, weights_only=False)
+        return cached["latents"], cached["captions"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    latents, captions = [], []
+    for start in tqdm(range(0, args.pool, 1024), desc="encoding pool", mininterval=10):
+        images, caps, _ = scenes.generate(min(1024, args.pool - start), seed=batch_seed(args.seed, start, stream=1))
+        latents.append(encode_images(vae, images_to_tensor(images)).half())
+        captions += caps
+    pool = torch.cat(latents)
+    torch.save({"latents": pool, "captions": captions}, path)
+    return pool, captions
+
+
+def diffusion_loss(unet, scheduler, z0: torch.Tensor, context: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Epsilon-prediction MSE at uniform timesteps (the objective Stable Diffusion trains with)."""
+    t = torch.randint(scheduler.config.num_train_timesteps, (len(z0),), generator=g)
+    noise = torch.randn(z0.shape, generator=g)
+    pred = unet(scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=context).sample
+    return F.mse_loss(pred.float(), noise)
+
+
+def drop_captions(captions: list[str], g: torch.Generator, p: float = 0.1) -> list[str]:
+    """Replace a fraction ``p`` by the empty prompt: classifier-free guidance's unconditional model."""
+    keep = torch.rand(len(captions), generator=g) >= p
+    return [c if k else "" for c, k in zip(captions, keep.tolist())]
+
+
+def train_unet(args: argparse.Namespace) -> None:
+    vae = trained_vae(args)
+    pool, captions = latent_pool(args, vae)
+    scale = 1.0 / float(pool.float().std())
+    print(f"latent std {1 / scale:.4f} -> scaling factor {scale:.4f}")
+    encoder, tokenizer = components.load_text_encoder()
+    unet, scheduler = components.build_unet(), components.build_scheduler()
+
+    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(batch_seed(args.seed, step))
+        idx = torch.randint(len(pool), (args.batch,), generator=g)
+        context = components.embed_captions(encoder, tokenizer, drop_captions([captions[i] for i in idx], g))
+        return {"loss": diffusion_loss(unet, scheduler, pool[idx].float() * scale, context, g)}
+
+    train_loop("unet", unet, loss_fn, args, lr=args.lr or 5e-4, ema_decay=0.999)
+    (Path(args.work) / "unet" / "scaling_factor.txt").write_text(f"{scale}\n")
+
+
+def unet3d_from_image_unet(unet2d) -> torch.nn.Module:
+    """A 3D UNet whose spatial layers are the image UNet's and whose temporal layers start as identity.
+
+    Temporal convolutions end in a zero-initialised conv already; the temporal transformers'
+    output projections are zeroed here, so at step 0 the video model denoises each frame
+    exactly as the image model does and training only has to add motion.
+    """
+    unet3d = components.build_unet3d()
+    target = unet3d.state_dict()
+    # the 3D mid-block projects with Linear layers where the 2D one uses 1x1 convolutions
+    source = {k: v.reshape(target[k].shape) if k in target else v for k, v in unet2d.state_dict().items()}
+    missing, unexpected = unet3d.load_state_dict(source, strict=False)
+    if unexpected or any("temp_" not in k and "transformer_in" not in k for k in missing):
+        raise RuntimeError(f"image UNet does not map onto the 3D UNet: {unexpected[:3]} {missing[:3]}")
+    with torch.no_grad():
+        for name, module in unet3d.named_modules():
+            if name.endswith("proj_out") and ("temp_attentions" in name or name.startswith("transformer_in")):
+                module.weight.zero_()
+                module.bias.zero_()
+    return unet3d
+
+
+def train_video(args: argparse.Namespace) -> None:
+    vae = trained_vae(args)
+    scale = float((Path(args.work) / "unet" / "scaling_factor.txt").read_text())
+    unet2d = final_model("unet", components.build_unet(), args)
+    unet3d = unet3d_from_image_unet(unet2d)
+    del unet2d
+    encoder, tokenizer = components.load_text_encoder()
+    scheduler = components.build_scheduler()
+
+    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+        seed = batch_seed(args.seed, step)
+        g = torch.Generator().manual_seed(seed)
+        videos, caps, _ = scenes.generate_videos(args.batch, seed=seed, frames=args.frames)
+        frames = images_to_tensor(videos.reshape(-1, *videos.shape[2:]))
+        z0 = encode_images(vae, frames) * scale  # (B*F, 4, 16, 16)
+        z0 = z0.view(args.batch, args.frames, *z0.shape[1:]).transpose(1, 2)  # (B, 4, F, 16, 16)
+        context = components.embed_captions(encoder, tokenizer, drop_captions(caps, g))
+        return {"loss": diffusion_loss(unet3d, scheduler, z0, context, g)}
+
+    train_loop("video", unet3d, loss_fn, args, lr=args.lr or 2e-4, ema_decay=0.998)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export(args: argparse.Namespace) -> None:
+    """Write the EMA weights (fp16 safetensors) in diffusers' folder layout under ``weights/``."""
+    from image_wm.reference.captioner import SceneCaptioner
+
+    out = Path(args.out)
+    scale = float((Path(args.work) / "unet" / "scaling_factor.txt").read_text())
+    vae = trained_vae(args)
+    vae.register_to_config(scaling_factor=scale)
+    models = {"vae": vae, "unet": final_model("unet", components.build_unet(), args)}
+    if (Path(args.work) / "video" / "checkpoint.pt").is_file():
+        models["unet3d"] = final_model("video", components.build_unet3d(), args)
+    for name, model in models.items():
+        model.to(torch.float16).save_pretrained(out / name, safe_serialization=True)
+    components.build_scheduler().save_pretrained(out / "scheduler")
+    final_model("captioner", SceneCaptioner(), args).save(out / "captioner")
+    print(f"exported {', '.join([*models, 'scheduler', 'captioner'])} to {out}")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", choices=sorted(COMMANDS))
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default per model)")
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--work", default=str(DEFAULT_WORK))
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--crop", type=int, default=32, help="VAE training crop size")
+    parser.add_argument("--pool", type=int, default=16384, help="scenes in the UNet's pre-encoded latent pool")
+    parser.add_argument("--frames", type=int, default=8, help="frames per training video")
+    parser.add_argument("--out", default=str(components.WEIGHTS_DIR), help="export folder")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast (fast only on CPUs with AMX/AVX512-BF16; very slow on AVX2)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    steps, batch = DEFAULTS.get(args.model, (0, 0))
+    args.steps = args.steps or steps
+    args.batch = args.batch or batch
+    COMMANDS[args.model](args)
+
+
+DEFAULTS: dict[str, tuple[int, int]] = {
+    "vae": (1600, 32), "captioner": (1500, 64), "unet": (900, 32), "video": (500, 2),
+}
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "vae": train_vae, "captioner": train_captioner, "unet": train_unet, "video": train_video, "export": export,
+}
+
+if __name__ == "__main__":
+    main()
