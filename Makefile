@@ -35,6 +35,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/foundation.py
 	$(PY) benchmarks/text.py
+	$(PY) benchmarks/text.py --speed-only
+	$(PY) benchmarks/prc.py
+	$(PY) benchmarks/reference_models.py
 
 clean:
 	rm -rf $(VENV)

@@ -214,3 +214,20 @@ def test_throughput_report():
     S.generate_videos(20, seed=0, frames=16)
     dv = time.perf_counter() - t
     print(f"\nscenes: {len(imgs) / dt:.0f} images/s, videos: {20 / dv:.0f} clips/s (16 frames)")
+
+
+def test_canonical_labels_name_the_first_shape_above_or_left():
+    _, _, specs = S.generate(300, seed=31, p_two=1.0)
+    swapped = 0
+    for spec in specs:
+        labels = spec.labels()
+        canon = S.canonical_labels(labels)
+        assert S.RELATIONS[canon["relation"]] in ("above", "left of")
+        assert S.canonical_labels(canon) == canon
+        # the same two shapes, possibly in the other order
+        assert {(canon["shape1"], canon["colour1"]), (canon["shape2"], canon["colour2"])} == \
+            {(labels["shape1"], labels["colour1"]), (labels["shape2"], labels["colour2"])}
+        swapped += canon != labels
+    assert 100 < swapped < 200  # about half the scenes were sampled in the other order
+    single = S.generate(5, seed=2, p_two=0.0)[2]
+    assert all(S.canonical_labels(s.labels()) == s.labels() for s in single)

@@ -3,8 +3,9 @@
 Semantic watermarks (SEAL) and visual-paraphrase attacks need "what is in this image" as
 text. In the procedural world the caption is a deterministic function of the scene's labels
 (``scenes.caption_from_labels``), so the captioner is a classifier with one head per label
-(``scenes.LABEL_CLASSES``). The trunk keeps a 4x4 spatial map before the heads so relations
-(above / left of ...) stay visible to them.
+(``scenes.LABEL_CLASSES``), trained on ``scenes.canonical_labels`` (two shapes are named
+with the first above or left of the second, the one order an image determines). The trunk
+keeps a 4x4 spatial map before the heads so relations stay visible to them.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ __all__ = [
     "RES", "SS", "SHAPES", "COLOURS", "PALETTE", "SIZES", "RELATIONS", "BACKGROUNDS", "MOTIONS",
     "NONE", "LABEL_CLASSES", "VIDEO_LABEL_CLASSES", "ShapeSpec", "SceneSpec", "VideoSpec",
     "sample_spec", "render", "generate", "sample_video_spec", "render_video", "generate_videos",
-    "caption_from_labels", "compatible_colours", "interior_point",
+    "caption_from_labels", "canonical_labels", "compatible_colours", "interior_point",
 ]
 
 RES = 64  # output side in pixels
@@ -318,6 +318,26 @@ def caption_from_labels(labels: Mapping[str, int]) -> str:
         second = f"a {SIZES[ids[2]]} {COLOURS[ids[1]]} {SHAPES[ids[0]]}"
         return f"{first} {RELATIONS[ids[3]]} {second} {_bg_phrase(background, bg_colour, False)}"
     return f"{first} {_bg_phrase(background, bg_colour)}"
+
+
+_SWAPPED_RELATION = {RELATIONS.index("below"): RELATIONS.index("above"),
+                     RELATIONS.index("right of"): RELATIONS.index("left of")}
+
+
+def canonical_labels(labels: Mapping[str, int]) -> dict[str, int]:
+    """The same scene's labels with the first shape above or left of the second.
+
+    "a red star below a blue ring" and "a blue ring above a red star" describe one image, so
+    an image -> labels model can only learn one of them; scene labels (not video labels)
+    are put in this order. Single-shape labels come back unchanged.
+    """
+    out = dict(labels)
+    relation = int(out.get("relation", len(RELATIONS)))
+    if relation in _SWAPPED_RELATION:
+        for a, b in (("shape1", "shape2"), ("colour1", "colour2"), ("size1", "size2")):
+            out[a], out[b] = out[b], out[a]
+        out["relation"] = _SWAPPED_RELATION[relation]
+    return out
 
 
 # --------------------------------------------------------------------------- sampling
