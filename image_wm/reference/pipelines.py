@@ -39,7 +39,7 @@ def _local_pipeline(cls, path: str | os.PathLike, device: torch.device):
     path = Path(path)
     if not (path / "model_index.json").is_file():
         raise ModelNotFoundError(f"{path} is not a local diffusers pipeline folder (no model_index.json)")
-    return cls.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32).to(device)
+    return cls.from_pretrained(path, local_files_only=True, dtype=torch.float32).to(device)
 
 
 def _shared_modules(device: torch.device) -> dict:
@@ -47,7 +47,7 @@ def _shared_modules(device: torch.device) -> dict:
 
     encoder, tokenizer = components.load_text_encoder(device)
     return dict(
-        vae=AutoencoderKL.from_pretrained(_weights("vae"), torch_dtype=torch.float32).to(device).eval(),
+        vae=AutoencoderKL.from_pretrained(_weights("vae"), dtype=torch.float32).to(device).eval(),
         text_encoder=encoder, tokenizer=tokenizer,
         scheduler=DDIMScheduler.from_pretrained(_weights("scheduler")),
     )
@@ -65,7 +65,7 @@ def load_text_to_image(device: str | torch.device | None = None, path: str | os.
     device = resolve_device(device)
     if path is not None:
         return _quiet(_local_pipeline(StableDiffusionPipeline, path, device))
-    unet = UNet2DConditionModel.from_pretrained(_weights("unet"), torch_dtype=torch.float32).to(device).eval()
+    unet = UNet2DConditionModel.from_pretrained(_weights("unet"), dtype=torch.float32).to(device).eval()
     return _quiet(StableDiffusionPipeline(
         unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         **_shared_modules(device)))
@@ -86,7 +86,7 @@ def load_text_to_video(device: str | torch.device | None = None, path: str | os.
     device = resolve_device(device)
     if path is not None:
         return _quiet(_local_pipeline(TextToVideoSDPipeline, path, device))
-    unet = UNet3DConditionModel.from_pretrained(_weights("unet3d"), torch_dtype=torch.float32).to(device).eval()
+    unet = UNet3DConditionModel.from_pretrained(_weights("unet3d"), dtype=torch.float32).to(device).eval()
     return _quiet(TextToVideoSDPipeline(unet=unet, **_shared_modules(device)))
 
 
