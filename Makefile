@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/text.py --speed-only
 	$(PY) benchmarks/prc.py
 	$(PY) benchmarks/reference_models.py
+	$(PY) benchmarks/image.py
 
 clean:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""The ``provenance`` command line: keys, model info, and text watermark generation and detection.
+"""The ``provenance`` command line: keys, model info, text and image watermark generation and detection.
 
 Why a thin layer: every command only parses arguments, calls the public Python API and
 prints; anything a command can do, a script can do with the same calls. Bad input
@@ -18,7 +18,7 @@ import click
 
 from provenance import __version__
 from provenance.keys import KeyFileError, WatermarkKey
-from provenance.models import ModelNotFoundError
+from provenance.models import ModelNotFoundError, quiet_libraries
 
 EXPECTED_ERRORS = (ValueError, OSError, KeyFileError, ModelNotFoundError, LookupError)
 
@@ -35,17 +35,6 @@ class ProvenanceGroup(click.Group):
             message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
             click.echo(f"error: {message}", err=True)
             ctx.exit(2)
-
-
-def _quiet_libraries() -> None:
-    """Silence library chatter (progress bars, hub notices) so output is only ours."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _load_key(path: str) -> WatermarkKey:
@@ -157,7 +146,7 @@ def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_new_tokens, temperature, chat, seed, out, force):
     """Generate watermarked text with a local LLM (default SmolLM2-135M)."""
-    _quiet_libraries()
+    quiet_libraries()
     from provenance.models import load_text_model
     from text_wm.generate import generate_watermarked
     from text_wm.registry import get_scheme
@@ -212,7 +201,7 @@ def _read_text_inputs(files: tuple[str, ...]) -> list[tuple[str, str]]:
 @click.argument("files", nargs=-1, required=True)
 def text_detect(key_file, scheme, model, fpr, as_json, files):
     """Test FILES (plain text, or JSON lines from `text generate`) for the watermark."""
-    _quiet_libraries()
+    quiet_libraries()
     from provenance.models import load_tokenizer
     from text_wm.registry import get_scheme
 
@@ -225,10 +214,16 @@ def text_detect(key_file, scheme, model, fpr, as_json, files):
         if as_json:
             click.echo(json.dumps({"input": name, **result.to_dict()}))
         else:
-            verdict = "WATERMARKED" if result.detected else "not detected"
-            extra = f"  payload={result.payload}" if result.payload else ""
-            click.echo(f"{name}: {verdict}  p={result.p_value:.3g}  score={result.score:.3f}{extra}")
+            click.echo(f"{name}: {result.summary()}")
 
+
+def _register_modalities() -> None:
+    from image_wm.cli import image
+
+    main.add_command(image)
+
+
+_register_modalities()
 
 if __name__ == "__main__":
     main()

@@ -211,14 +211,14 @@ def main() -> None:
             anchor = [detect_rate(scheme, key, tokenizer, [random_token_edits(ids[:35], rate, vocab, rng) for ids in marked])
                       for rate in ANCHOR_EDIT_RATES]
             rows_anchor.append(f"| {name} | " + " | ".join(f"{t:.2f}" for t in anchor) + " |")
-        extra = ""
+        extra = "-"
         if name.startswith("majormark"):
             decoded = scheme.detect_batch(marked, key, tokenizer)
             exact = np.mean([r.payload == PAYLOAD for r in decoded])
-            extra = f" exact payload {exact:.2f}"
+            extra = f"{exact:.2f}"
         rows_quality.append(
             f"| {name} | {perplexity(model, tokenizer, all_prompts, marked):.2f} | {plain_ppl:.2f} | "
-            f"{throughput(scheme, key, tokenizer):,.0f} |{extra}"
+            f"{throughput(scheme, key, tokenizer):,.0f} | {extra} |"
         )
         print(rows_len[-1], rows_edit[-1], rows_quality[-1], sep="\n", flush=True)
 
@@ -231,8 +231,8 @@ def main() -> None:
     )
     table_quality = "\n".join(
         [
-            "| scheme | perplexity (wm) | perplexity (no wm) | detection tokens/s |",
-            "|---|---|---|---|",
+            "| scheme | perplexity (wm) | perplexity (no wm) | detection tokens/s | exact payload |",
+            "|---|---|---|---|---|",
             *rows_quality,
         ]
     )

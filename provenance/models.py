@@ -164,3 +164,18 @@ def load_embedder(model: str | os.PathLike | None = None, device: str | None = N
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     encoder = AutoModel.from_pretrained(path, local_files_only=True).to(resolve_device(device)).eval()
     return encoder, tokenizer
+
+
+def quiet_libraries() -> None:
+    """Silence library chatter (progress bars, hub notices, prompt-truncation warnings) so a
+    command's output is only its own; also forces offline mode for anything that would look."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()

@@ -56,6 +56,12 @@ class DetectionResult:
     bit_accuracy: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        """One human-readable line: the verdict, the p-value and any payload."""
+        verdict = "WATERMARKED" if self.detected else "not detected"
+        extra = f"  payload={self.payload}" if self.payload else ""
+        return f"{verdict}  p={self.p_value:.3g}  score={self.score:.3f}{extra}"
+
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
 

@@ -129,10 +129,10 @@ def test_labels_round_trip_through_the_template():
 def test_examples_read_as_specified():
     star = S.ShapeSpec("star", "red", "small", 32, 14)
     ring = S.ShapeSpec("ring", "blue", "large", 30, 46)
-    scene = S.SceneSpec((star, ring), "striped", "green")
+    scene = S.SceneSpec((star, ring), background="striped", bg_colour="green")
     assert scene.caption() == "a small red star above a large blue ring on striped green background"
-    assert S.SceneSpec((ring, star), "striped", "green").relation == "below"
-    assert S.SceneSpec((S.ShapeSpec("circle", "yellow", "large", 32, 32),), "plain", "black").caption() == (
+    assert S.SceneSpec((ring, star), background="striped", bg_colour="green").relation == "below"
+    assert S.SceneSpec((S.ShapeSpec("circle", "yellow", "large", 32, 32),), background="plain", bg_colour="black").caption() == (
         "a large yellow circle on a plain black background")
 
 

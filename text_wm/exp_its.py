@@ -238,7 +238,8 @@ class _KeySequenceWatermark:
         return float(self.default_gamma if self.gamma is None else self.gamma)
 
     # -- method-specific parts -----------------------------------------------------------
-    def _draw_key(self, key: WatermarkKey, vocab_size: int) -> dict[str, torch.Tensor]:
+    def _draw_key(self, generator: torch.Generator, vocab_size: int) -> dict[str, torch.Tensor]:
+        """The key tables, drawn from the key's "<name>-key" sub-key generator."""
         raise NotImplementedError
 
     def _choose(self, tables: dict[str, torch.Tensor], logprobs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -273,7 +274,8 @@ class _KeySequenceWatermark:
             if cache_key in _TABLE_CACHE:
                 _TABLE_CACHE.move_to_end(cache_key)
                 return _TABLE_CACHE[cache_key]
-        tables = {name: t.to(target) for name, t in self._draw_key(key, vocab_size).items()}
+        tables = {name: t.to(target) for name, t in self._draw_key(
+            key.generator(f"{self.name}-key", self.key_length, vocab_size)[0], vocab_size).items()}
         with _CACHE_LOCK:
             _TABLE_CACHE[cache_key] = tables
             while len(_TABLE_CACHE) > _CACHE_SIZE:
@@ -289,32 +291,19 @@ class _KeySequenceWatermark:
         return KeySequenceProcessor(self, self.key_tables(key, vocab_size), vocab_size, shifts)
 
     # -- detection -----------------------------------------------------------------------
-    def detect(
-        self,
-        tokens: TokenInput,
-        key: WatermarkKey,
-        tokenizer: Any = None,
-        *,
-        vocab: Any = None,
-        edit_robust: bool = True,
-        n_resamples: int | None = None,
-        fpr: float = 0.01,
-        device: str | torch.device | None = None,
-    ) -> DetectionResult:
+    def detect(self, tokens: TokenInput, key: WatermarkKey, tokenizer: Any = None, **options: Any) -> DetectionResult:
         """Test whether ``tokens`` (ids, or text with ``tokenizer``) carry this key's watermark.
 
-        The vocabulary size comes from ``vocab`` (an int or tokenizer), else ``tokenizer``.
-        ``score`` is the edit-robust statistic (or the plain one with ``edit_robust=False``),
-        lower = more watermarked; ``p_value`` is the permutation p-value against
-        ``n_resamples`` fresh keys; ``detected = p_value <= fpr``; ``threshold`` is the
-        empirical ``fpr``-quantile of the null statistics in the sense of
+        ``options`` are :meth:`detect_batch`'s (``vocab``, ``edit_robust``, ``n_resamples``,
+        ``fpr``, ``device``). The vocabulary size comes from ``vocab`` (an int or tokenizer),
+        else ``tokenizer``. ``score`` is the edit-robust statistic (or the plain one with
+        ``edit_robust=False``), lower = more watermarked; ``p_value`` is the permutation
+        p-value against ``n_resamples`` fresh keys; ``detected = p_value <= fpr``;
+        ``threshold`` is the empirical ``fpr``-quantile of the null statistics in the sense of
         :func:`provenance.stats.threshold_for_fpr` (``detected`` iff ``score < threshold``),
         or ``-inf`` when ``n_resamples`` is too small for ``fpr`` to be attainable.
         """
-        return self.detect_batch(
-            [tokens], key, tokenizer, vocab=vocab, edit_robust=edit_robust,
-            n_resamples=n_resamples, fpr=fpr, device=device,
-        )[0]
+        return self.detect_batch([tokens], key, tokenizer, **options)[0]
 
     def detect_batch(
         self,
@@ -461,8 +450,7 @@ class EXP(_KeySequenceWatermark):
     name: ClassVar[str] = "exp"
     default_gamma: ClassVar[float] = 2.0
 
-    def _draw_key(self, key: WatermarkKey, vocab_size: int) -> dict[str, torch.Tensor]:
-        generator, _ = key.generator("exp-key", self.key_length, vocab_size)
+    def _draw_key(self, generator: torch.Generator, vocab_size: int) -> dict[str, torch.Tensor]:
         return {"xi": torch.rand(self.key_length, vocab_size, generator=generator)}
 
     def _choose(self, tables: dict[str, torch.Tensor], logprobs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -498,8 +486,7 @@ class ITS(_KeySequenceWatermark):
     name: ClassVar[str] = "its"
     default_gamma: ClassVar[float] = 0.6
 
-    def _draw_key(self, key: WatermarkKey, vocab_size: int) -> dict[str, torch.Tensor]:
-        generator, _ = key.generator("its-key", self.key_length, vocab_size)
+    def _draw_key(self, generator: torch.Generator, vocab_size: int) -> dict[str, torch.Tensor]:
         order = torch.randperm(vocab_size, generator=generator)  # order[r] = token of rank r
         u = torch.rand(self.key_length, generator=generator, dtype=torch.float64)
         rank = torch.empty_like(order)

@@ -10,6 +10,7 @@ keeps a 4x4 spatial map before the heads so relations stay visible to them.
 
 from __future__ import annotations
 
+import heapq
 import json
 from pathlib import Path
 
@@ -58,6 +59,25 @@ class SceneCaptioner(nn.Module):
         """Template captions ("a small red star above ...") for a batch of images."""
         return [scenes.caption_from_labels(labels) for labels in self.predict_labels(images)]
 
+    @torch.no_grad()
+    def caption_variants(self, images: torch.Tensor | np.ndarray, n: int) -> list[list[str]]:
+        """The ``n`` most probable distinct captions per image, the first equal to ``caption()``.
+
+        Heads are treated as independent, so a label combination's log-probability is the sum
+        of its heads' log-softmax; combinations are enumerated best first (a heap over the
+        per-head ranks: each popped combination pushes its successors that demote one head by
+        one rank, so every combination is reached exactly once, in order of probability) and
+        mapped to captions until ``n`` distinct ones appear. In practice this swaps in the
+        runner-up labels of the least confident heads. Deterministic; fewer than ``n`` come
+        back only if the template has no more captions.
+        """
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        logits = self(_as_input(images, next(self.parameters()).device))
+        names = list(logits)
+        logp = [torch.log_softmax(logits[name].double(), dim=-1).cpu() for name in names]
+        return [_top_captions(names, [lp[i] for lp in logp], n) for i in range(len(logp[0]))]
+
     def save(self, directory: str | Path) -> None:
         from safetensors.torch import save_file
 
@@ -76,6 +96,27 @@ class SceneCaptioner(nn.Module):
         state = {k: v.float() for k, v in load_file(directory / "model.safetensors").items()}
         model.load_state_dict(state)
         return model.to(device).eval().requires_grad_(False)
+
+
+def _top_captions(names: list[str], logp: list[torch.Tensor], n: int, max_pops: int = 100_000) -> list[str]:
+    """Best-first enumeration of label combinations (ranks per head) -> ``n`` distinct captions."""
+    order = [torch.sort(lp, descending=True, stable=True) for lp in logp]  # ties: lowest id, as argmax
+    values = [v.tolist() for v, _ in order]
+    ids = [i.tolist() for _, i in order]
+    start = (0,) * len(names)
+    heap, seen, captions = [(-sum(v[0] for v in values), start)], {start}, []
+    while heap and len(captions) < n and len(seen) <= max_pops:
+        neg, ranks = heapq.heappop(heap)
+        text = scenes.caption_from_labels({name: ids[h][r] for h, (name, r) in enumerate(zip(names, ranks))})
+        if text not in captions:
+            captions.append(text)
+        for h, r in enumerate(ranks):
+            if r + 1 < len(ids[h]):
+                nxt = ranks[:h] + (r + 1,) + ranks[h + 1:]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    heapq.heappush(heap, (neg + values[h][r] - values[h][r + 1], nxt))
+    return captions
 
 
 def _as_input(images: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:

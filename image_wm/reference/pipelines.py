@@ -9,6 +9,7 @@ loads in place of the shipped weights, so everything downstream runs on real mod
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def _local_pipeline(cls, path: str | os.PathLike, device: torch.device):
     path = Path(path)
     if not (path / "model_index.json").is_file():
         raise ModelNotFoundError(f"{path} is not a local diffusers pipeline folder (no model_index.json)")
+    stored = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
+    if ("Video" in stored) != ("Video" in cls.__name__):
+        raise ValueError(f"{path} holds a {stored}, which does not match the {cls.__name__} this command needs")
     return cls.from_pretrained(path, local_files_only=True, dtype=torch.float32).to(device)
 
 

@@ -20,7 +20,7 @@ the background: "a A left of a B on striped green background".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Mapping
 
 import cv2
@@ -190,22 +190,32 @@ def _bg_phrase(background: str, bg_colour: str, article: bool = True) -> str:
     return f"on {'a ' if article else ''}{background} {bg_colour} background"
 
 
-@dataclass(frozen=True)
-class SceneSpec:
-    """A still scene: one or two shapes (the first is the caption's subject) on a background.
+@dataclass(frozen=True, kw_only=True)
+class Backdrop:
+    """The static background a scene or clip is drawn on (keyword-only in both specs).
 
     ``bg_params`` is kind-specific: gradient (angle_deg,), striped (angle_deg, period, phase),
     dotted (period, dot_radius, offset_x, offset_y); ``grain`` is the std of a static
     Gaussian grain drawn from ``grain_seed``.
     """
 
-    shapes: tuple[ShapeSpec, ...]
     background: str = "plain"
     bg_colour: str = "white"
     bg_rgb: tuple[float, float, float] | None = None
     bg_params: tuple[float, ...] = ()
     grain: float = 0.0
     grain_seed: int = 0
+
+    def backdrop(self) -> dict:
+        """This background's fields, to draw another spec on the same background."""
+        return {f.name: getattr(self, f.name) for f in fields(Backdrop)}
+
+
+@dataclass(frozen=True)
+class SceneSpec(Backdrop):
+    """A still scene: one or two shapes (the first is the caption's subject) on a ``Backdrop``."""
+
+    shapes: tuple[ShapeSpec, ...]
 
     @property
     def relation(self) -> str | None:
@@ -240,7 +250,7 @@ class SceneSpec:
 
 
 @dataclass(frozen=True)
-class VideoSpec:
+class VideoSpec(Backdrop):
     """A clip of one shape changing linearly from ``start`` to ``end`` over a static background.
 
     ``motion`` is one of ``MOTIONS``; for "turning" the shape's colour becomes ``end.colour``.
@@ -249,12 +259,6 @@ class VideoSpec:
     start: ShapeSpec
     end: ShapeSpec
     motion: str
-    background: str = "plain"
-    bg_colour: str = "white"
-    bg_rgb: tuple[float, float, float] | None = None
-    bg_params: tuple[float, ...] = ()
-    grain: float = 0.0
-    grain_seed: int = 0
 
     def at(self, t: float) -> ShapeSpec:
         """The shape at time ``t`` in [0, 1] (position, radius, colour and rotation interpolated)."""
@@ -265,8 +269,7 @@ class VideoSpec:
                          (1 - t) * s.rotation + t * e.rotation, (1 - t) * s.r + t * e.r, rgb)
 
     def scene(self, t: float = 0.0) -> SceneSpec:
-        return SceneSpec((self.at(t),), self.background, self.bg_colour, self.bg_rgb,
-                         self.bg_params, self.grain, self.grain_seed)
+        return SceneSpec((self.at(t),), **self.backdrop())
 
     @property
     def to_colour(self) -> str | None:

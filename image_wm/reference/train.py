@@ -106,7 +106,8 @@ def train_loop(name: str, model: torch.nn.Module, loss_fn: Callable[[int], dict[
         os.replace(tmp, ckpt_path)
 
     model.train()
-    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=name, mininterval=10)
+    stop = args.steps if args.until is None else min(args.until, args.steps)
+    bar = tqdm(range(start, stop), initial=start, total=args.steps, desc=name, mininterval=10)
     running: dict[str, float] = {}
     for step in bar:
         for group in opt.param_groups:
@@ -123,7 +124,7 @@ def train_loop(name: str, model: torch.nn.Module, loss_fn: Callable[[int], dict[
             running[k] = 0.98 * running.get(k, value) + 0.02 * value
         if step % 20 == 0:
             bar.set_postfix({k: f"{v:.4g}" for k, v in running.items()})
-        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == stop:
             save(step + 1)
     if start >= args.steps:
         print(f"{name}: already trained for {args.steps} steps")
@@ -343,7 +344,8 @@ def export(args: argparse.Namespace) -> None:
     if (Path(args.work) / "video" / "checkpoint.pt").is_file():
         models["unet3d"] = final_model("video", components.build_unet3d(), args)
     for name, model in models.items():
-        model.to(torch.float16).save_pretrained(out / name, safe_serialization=True)
+        # shards of at most 16 MB keep every committed file small; diffusers loads them transparently
+        model.to(torch.float16).save_pretrained(out / name, safe_serialization=True, max_shard_size="16MB")
     components.build_scheduler().save_pretrained(out / "scheduler")
     final_model("captioner", SceneCaptioner(), args).save(out / "captioner")
     print(f"exported {', '.join([*models, 'scheduler', 'captioner'])} to {out}")
@@ -362,6 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--work", default=str(DEFAULT_WORK))
     parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--until", type=int, default=None,
+                        help="stop after this step, keeping the learning-rate schedule of --steps (resumable)")
     parser.add_argument("--crop", type=int, default=32, help="VAE training crop size")
     parser.add_argument("--pool", type=int, default=16384, help="scenes in the UNet's pre-encoded latent pool")
     parser.add_argument("--frames", type=int, default=8, help="frames per training video")

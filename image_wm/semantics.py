@@ -1,0 +1,94 @@
+"""Caption -> sentence embedding, the semantic input of SEAL.
+
+Why here and not in the scheme: a scheme never loads models (``image_wm.schemes.base``), so
+the pipeline captions the image, embeds the caption with this module and hands the unit
+vectors to ``SEAL.initial_latents`` / ``SEAL.detect``.
+
+The embedding is the sentence-transformers recipe for all-MiniLM-L6-v2: the encoder's last
+token states, mean-pooled over the attention mask, L2-normalised. The paper fine-tunes a
+paraphrase-mpnet encoder on (caption before, caption after regeneration) pairs; we use the
+stock local MiniLM (``provenance.models.load_embedder``, no network), so caption
+instability is absorbed by caption variants at detection instead (``CaptionEmbedder``).
+On the reference model that is not enough: its generated images' captions change with the noise
+(0 of 72 SEAL images kept their keyed caption) and the top 3 variants rarely contain the keyed
+one, which is why the pipeline keeps each image's best-matching keying (figures in
+``image_wm.schemes.seal``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+__all__ = ["sentence_embeddings", "CaptionEmbedder", "VariantCaptioner"]
+
+
+class VariantCaptioner(Protocol):
+    """Anything that gives ``n`` captions per image, the first the plain caption."""
+
+    def caption_variants(self, images: np.ndarray, n: int) -> list[list[str]]: ...
+
+
+@lru_cache(maxsize=4)
+def _default_embedder(device: str | None = None) -> tuple[Any, Any]:
+    """The local MiniLM, loaded once per device (``None``: the default device)."""
+    from provenance.models import load_embedder
+
+    return load_embedder(device=device)
+
+
+@torch.no_grad()
+def sentence_embeddings(captions: list[str], embedder: tuple[Any, Any] | None = None) -> torch.Tensor:
+    """Unit-norm sentence embeddings ``(N, d)`` (float32, CPU); ``embedder`` = ``(model, tokenizer)``."""
+    model, tokenizer = embedder if embedder is not None else _default_embedder(None)
+    if not captions:
+        return torch.empty(0, model.config.hidden_size)
+    device = next(model.parameters()).device
+    batch = tokenizer(list(captions), padding=True, truncation=True, return_tensors="pt").to(device)
+    states = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+    pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1).float().cpu()
+
+
+class CaptionEmbedder:
+    """Images -> ``V`` caption variants each -> embeddings ``(B, V, d)``.
+
+    Defaults: the reference scene captioner and the local MiniLM, both loaded on first use.
+    """
+
+    def __init__(self, captioner: VariantCaptioner | None = None, embedder: tuple[Any, Any] | None = None,
+                 device: str | torch.device | None = None):
+        self._captioner, self._embedder, self.device = captioner, embedder, device
+
+    @property
+    def captioner(self) -> VariantCaptioner:
+        if self._captioner is None:
+            from image_wm.reference.pipelines import load_captioner
+
+            self._captioner = load_captioner(self.device)
+        return self._captioner
+
+    @property
+    def embedder(self) -> tuple[Any, Any]:
+        if self._embedder is None:
+            self._embedder = _default_embedder(None if self.device is None else str(self.device))
+        return self._embedder
+
+    def captions(self, images: np.ndarray, variants: int = 1) -> list[list[str]]:
+        """``variants`` captions per image (first: the plain caption)."""
+        if variants < 1:
+            raise ValueError(f"variants must be at least 1, got {variants}")
+        return self.captioner.caption_variants(images, variants)
+
+    def embed(self, images: np.ndarray, variants: int = 1) -> torch.Tensor:
+        """Embeddings ``(B, V, d)`` of ``V = variants`` captions of each uint8 ``(B, H, W, 3)`` image.
+
+        An image with fewer distinct captions than asked repeats its last one, so ``V`` is fixed.
+        """
+        per_image = [c + c[-1:] * (variants - len(c)) for c in self.captions(images, variants)]
+        flat = sentence_embeddings([c for caps in per_image for c in caps], self.embedder)
+        return flat.reshape(len(per_image), variants, -1)
