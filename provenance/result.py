@@ -57,9 +57,9 @@ class DetectionResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
-        """One human-readable line: the verdict, the p-value and any payload."""
+        """One human-readable line: the verdict, the p-value and the payload of a detected watermark."""
         verdict = "WATERMARKED" if self.detected else "not detected"
-        extra = f"  payload={self.payload}" if self.payload else ""
+        extra = f"  payload={self.payload}" if self.payload and self.detected else ""
         return f"{verdict}  p={self.p_value:.3g}  score={self.score:.3f}{extra}"
 
     def to_dict(self) -> dict[str, Any]:
