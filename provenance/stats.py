@@ -138,6 +138,24 @@ def hoeffding_threshold(n: int, fpr: float, value_range: float = 1.0) -> float:
     return value_range * math.sqrt(math.log(1.0 / fpr) / (2.0 * n))
 
 
+def cosine_tail(cosine: ArrayLike, dim: int) -> float | np.ndarray:
+    """P(u . e >= cosine) for u uniform on the unit sphere of R^dim and a fixed unit vector e.
+
+    The null of matched filters against a keyed Gaussian pattern: given the observation, a
+    pattern drawn independently of it points in a uniform direction, so its cosine with the
+    observation has this law exactly, whatever the observation looks like.
+    """
+    cosine = np.clip(np.asarray(cosine, dtype=float), -1.0, 1.0)
+    half = (dim - 1) / 2.0
+    return _out(stats.beta.sf((1.0 + cosine) / 2.0, half, half))
+
+
+def cosine_threshold(fpr: float, dim: int) -> float:
+    """The cosine above which :func:`cosine_tail` is below ``fpr``."""
+    half = (dim - 1) / 2.0
+    return float(2.0 * stats.beta.isf(check_fpr(fpr), half, half) - 1.0)
+
+
 def empirical_p_value(
     observed: ArrayLike, null_samples: ArrayLike, larger_is_extreme: bool = True
 ) -> float | np.ndarray:

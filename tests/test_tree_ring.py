@@ -8,7 +8,8 @@ import torch
 from scipy import stats as sps
 
 from image_wm.schemes import LatentWatermark, get_scheme
-from image_wm.schemes.tree_ring import TreeRing, cosine_tail, ring_index
+from image_wm.schemes.tree_ring import TreeRing, ring_index
+from provenance.stats import cosine_tail
 from provenance.keys import WatermarkKey
 
 KEY = WatermarkKey.from_seed("tree-ring-tests")

@@ -71,7 +71,7 @@ from scipy import stats as sps
 from image_wm.schemes.base import DEFAULT_FPR, check_latent_shape, payload_to_bits
 from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
-from provenance.stats import check_fpr
+from provenance.stats import check_fpr, cosine_tail, cosine_threshold
 
 MAX_TABLE = 1 << 26  # Gaussians in the keyed patch table (256 MiB of float32)
 _PAPER_NULL_RATE = float(sps.chi2.cdf(3.0**2 / 2.0, 16))  # P[d_p < 3] for unrelated 16-value patches
@@ -158,7 +158,7 @@ class SEAL:
         if embeddings is None or embeddings.ndim != 3 or embeddings.shape[0] != shape[0]:
             raise ValueError(f"SEAL needs caption embeddings shaped ({shape[0]}, V, d) to detect")
         side, k, m = self.geometry(shape)
-        n, half = k * m, (k * m - 1) / 2.0
+        n = k * m
         z = self._to_patches(latents.detach().to("cpu", torch.float64), side)  # (B, k, m)
         hashes = self.patch_hashes(key, embeddings, shape)  # (B, V, k)
         ref = self._lookup(key, hashes, shape).double()  # (B, V, k, m)
@@ -168,7 +168,7 @@ class SEAL:
         # variants with identical hashes are one hypothesis: Bonferroni over the distinct ones
         same = (hashes[:, :, None] == hashes[:, None]).all(-1).tril(-1).any(-1)
         distinct = (~same).sum(-1).numpy()
-        p_variant = sps.beta.sf((1.0 + cos) / 2.0, half, half)
+        p_variant = np.atleast_2d(cosine_tail(cos, n))
         best = cos.argmax(axis=1)
         lemma = self._lemma(z, ref)
         results = []
@@ -179,7 +179,7 @@ class SEAL:
                        "cosine": cos[i].tolist(), "z": c * math.sqrt(n), "patches": k, "patch_values": m,
                        "bits": self.bits, "lemma": {name: _item(val, i) for name, val in lemma.items()}}
             results.append(DetectionResult(
-                detected=p <= fpr, p_value=p, score=c, threshold=float(2.0 * sps.beta.isf(fpr / v, half, half) - 1.0),
+                detected=p <= fpr, p_value=p, score=c, threshold=cosine_threshold(fpr / v, n),
                 fpr=fpr, scheme=self.name, key_id=key.key_id, details=details))
         return results
 

@@ -76,7 +76,6 @@ import math
 
 import numpy as np
 import torch
-from scipy import special
 
 from image_wm.schemes.base import DEFAULT_FPR, check_latent_shape, payload_to_bits
 from provenance import stats
@@ -92,12 +91,6 @@ def ring_index(height: int, width: int) -> np.ndarray:
     cols = np.arange(width) - width // 2
     distance = np.sqrt(rows[:, None] ** 2 + cols[None, :] ** 2)
     return np.ceil(distance - 1e-9).astype(int)
-
-
-def cosine_tail(cosine: np.ndarray | float, dim: int) -> np.ndarray:
-    """P(u . e >= cosine) for u uniform on the unit sphere of R^dim and a fixed unit vector e."""
-    cosine = np.clip(np.asarray(cosine, dtype=float), -1.0, 1.0)
-    return special.betainc((dim - 1) / 2.0, (dim - 1) / 2.0, (1.0 - cosine) / 2.0)
 
 
 class TreeRing:
@@ -184,7 +177,7 @@ class TreeRing:
         w = (sums / np.sqrt(counts)).reshape(batch, -1)
         norm = np.linalg.norm(w, axis=1)
         cosine = np.where(norm > 0, w @ key_values / np.maximum(norm, 1e-300) / np.linalg.norm(key_values), 0.0)
-        p_values = cosine_tail(cosine, key_values.size)
+        p_values = np.atleast_1d(stats.cosine_tail(cosine, key_values.size))
         l1 = np.mean(np.abs(spectrum[:, :, mask] - pattern[:, mask]), axis=(1, 2)) * math.sqrt(height * width)
         return [
             DetectionResult(
