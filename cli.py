@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from provenance import __version__
+from provenance.files import check_new_output
 from provenance.keys import KeyFileError, WatermarkKey
 from provenance.models import ModelNotFoundError, quiet_libraries
 
@@ -39,11 +40,6 @@ class ProvenanceGroup(click.Group):
 
 def _load_key(path: str) -> WatermarkKey:
     return WatermarkKey.load(path)
-
-
-def _check_new_output(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} already exists (pass --force to overwrite)")
 
 
 @click.group(cls=ProvenanceGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,13 +105,14 @@ def keys_show(key_file: str) -> None:
 # -- text -----------------------------------------------------------------------------
 @main.group()
 def text() -> None:
-    """Token-level text watermarks (KGW, EXP, ITS, MajorMark, MajorMark+)."""
+    """Text watermarks: token-level (KGW, EXP, ITS, MajorMark, MajorMark+), post-hoc black-box, zero-shot detection."""
 
 
-def _scheme_option():
-    from text_wm.registry import SCHEME_NAMES
+def _scheme_option(generation: bool = False):
+    from text_wm.registry import GENERATION_SCHEMES, SCHEME_NAMES
 
-    return click.option("--scheme", required=True, type=click.Choice(SCHEME_NAMES), help="Watermark scheme.")
+    names = GENERATION_SCHEMES if generation else SCHEME_NAMES
+    return click.option("--scheme", required=True, type=click.Choice(names), help="Watermark scheme.")
 
 
 def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
@@ -133,7 +130,7 @@ def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
 
 @text.command("generate")
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
-@_scheme_option()
+@_scheme_option(generation=True)
 @click.option("--payload", default=None, help="Hex payload for multi-bit schemes (majormark).")
 @click.option("--model", default=None, type=click.Path(), help="Local causal LM directory or .gguf file.")
 @click.option("--prompt", default=None, help="One prompt.")
@@ -155,7 +152,7 @@ def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_ne
     prompts = _read_prompts(prompt, prompts_file)
     out_path = Path(out) if out else None
     if out_path is not None:
-        _check_new_output(out_path, force)
+        check_new_output(out_path, force)
     watermark = get_scheme(scheme)
     processor_kwargs = {"payload": payload} if payload is not None else {}
     lm, tokenizer = load_text_model(model)
@@ -218,9 +215,16 @@ def text_detect(key_file, scheme, model, fpr, as_json, files):
 
 
 def _register_modalities() -> None:
+    from attacks.cli import attack, audit
     from image_wm.cli import image
+    from image_wm.video.cli import video
+    from text_wm.posthoc_cli import dataset, text_watermark
+    from text_wm.zeroshot_cli import zeroshot
 
-    main.add_command(image)
+    for command in (image, video, audit, attack, dataset):
+        main.add_command(command)
+    for command in (text_watermark, zeroshot):
+        text.add_command(command)
 
 
 _register_modalities()

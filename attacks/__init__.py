@@ -1,1 +1,5 @@
-"""Attacks on watermarks: random token edits so far; the registry and audits are not built yet."""
+"""Attacks on watermarks for robustness audits: ``attacks.get("jpeg")(image, strength=50)``."""
+
+from attacks.registry import Attack, get, names, register
+
+__all__ = ["Attack", "get", "names", "register"]

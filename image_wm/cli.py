@@ -8,11 +8,11 @@ folder of the wrong kind) into a one-line error with exit code 2.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from image_wm.schemes import DEFAULT_FPR, SCHEME_NAMES
+from provenance.files import check_new_output
 
 
 def _load_pipeline(model: str | None, scheme: str, key_file: str):
@@ -59,9 +59,7 @@ def image_generate(key_file, scheme, prompt, payload, model, steps, guidance, se
 
     if not prompt.strip():
         raise ValueError("empty prompt")
-    out_path = Path(out)
-    if out_path.exists() and not force:
-        raise FileExistsError(f"{out_path} already exists (pass --force to overwrite)")
+    out_path = check_new_output(out, force)
     pipeline = _load_pipeline(model, scheme, key_file)
     result = pipeline(prompt, payload=_payload_bytes(payload), seed=seed, num_inference_steps=steps,
                       guidance_scale=DEFAULT_GUIDANCE if guidance is None else guidance)

@@ -43,3 +43,12 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     if not cv2.imwrite(str(path), np.ascontiguousarray(image[..., ::-1])):
         raise OSError(f"{path}: could not write image (unknown suffix or unwritable folder)")
     return path
+
+
+def resize_images(images: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a uint8 batch (N, H, W, 3): area averaging to shrink (no aliasing), bicubic to enlarge."""
+    if images.shape[1:3] == (height, width):
+        return images
+    shrink = images.shape[1] * images.shape[2] > height * width
+    return np.stack([cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+                     for im in images])

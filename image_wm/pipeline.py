@@ -24,10 +24,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
+from image_wm.image_io import resize_images
 from image_wm.inversion import invert_images
 from image_wm.reference.pipelines import REFERENCE_GUIDANCE
 from image_wm.schemes import DEFAULT_FPR, LatentWatermark, get_scheme
@@ -176,11 +176,7 @@ class WatermarkedPipeline:
 
     def native_size(self, images: np.ndarray) -> np.ndarray:
         """Resize uint8 images (B, H, W, 3) to the model's size, as a detector must after a resize attack."""
-        side = self.image_size
-        if images.shape[1:3] == (side, side):
-            return images
-        return np.stack([cv2.resize(im, (side, side), interpolation=cv2.INTER_AREA if im.shape[0] > side
-                                    else cv2.INTER_CUBIC) for im in images])
+        return resize_images(images, self.image_size, self.image_size)
 
     def invert(self, images: np.ndarray, inversion_steps: int = DEFAULT_STEPS, decoder_steps: int = 0) -> torch.Tensor:
         """uint8 images (B, H, W, 3) -> estimated initial latents."""

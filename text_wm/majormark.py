@@ -701,8 +701,6 @@ class MajorMarkLogitsProcessor(LogitsProcessor):
         B, b = scheme.n_blocks, scheme.bits_per_block
         self.blocks = words.view(-1, B, b)  # (P, B, b) embedded bits per payload row
         self.block_majority = (2 * self.blocks.sum(dim=-1) >= b).long()  # (P, B)
-        # each block's b bits packed into one int64: a shift replaces a (R, V) gather per step
-        self.packed_blocks = (self.blocks.long() << torch.arange(b)).sum(dim=-1)  # (P, B)
         self.hash_words = scheme._words(key)
         self.settings: dict[str, Any] = {}
 
@@ -714,7 +712,7 @@ class MajorMarkLogitsProcessor(LogitsProcessor):
         if self.blocks.shape[0] not in (1, rows):
             raise ValueError(f"{self.blocks.shape[0]} payloads given for a batch of {rows} rows")
         device = input_ids.device
-        packed = self.packed_blocks.to(device).expand(rows, -1)
+        blocks = self.blocks.to(device).expand(rows, -1, -1)
         majority = self.block_majority.to(device).expand(rows, -1)
         ctx = self.scheme.context_hash(input_ids[:, -h:], self.hash_words)  # (R,)
         block = self.scheme.block_of(ctx, self.hash_words)  # (R,)
@@ -722,9 +720,11 @@ class MajorMarkLogitsProcessor(LogitsProcessor):
         maj = majority[row, block]  # (R,)
         vocab = torch.arange(self.vocab_size, dtype=torch.int32, device=device).unsqueeze(0)
         idx = self.scheme.sublist(ctx.unsqueeze(1), block.unsqueeze(1), maj.unsqueeze(1), vocab, self.hash_words)
-        preferred = ((packed[row, block].unsqueeze(1) >> idx) & 1) == maj.unsqueeze(1)  # (R, V)
-        bias = pad_scores(scores, preferred.to(scores.dtype), 0.0)
-        return scores.add(bias, alpha=self.scheme.delta)
+        # the b sublists' biases per row (delta where the sublist's bit is the majority), then one
+        # gather by sublist index: cheaper than bit arithmetic on the (R, V) index tensor
+        sublist_bias = (blocks[row, block] == maj.unsqueeze(1)).to(scores.dtype) * self.scheme.delta  # (R, b)
+        bias = torch.gather(sublist_bias, 1, idx)  # (R, V)
+        return scores + pad_scores(scores, bias, 0.0)
 
 
 def MajorMarkPlus(**kwargs: Any) -> MajorMark:

@@ -14,8 +14,10 @@ _SCHEMES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "its": ("text_wm.exp_its", "ITS", {}),
     "majormark": ("text_wm.majormark", "MajorMark", {}),
     "majormark+": ("text_wm.majormark", "MajorMark", {"blockwise": True}),
+    "blackbox": ("text_wm.blackbox", "BlackBoxWatermark", {}),  # post-hoc: `text watermark`, no sampler
 }
 SCHEME_NAMES = tuple(_SCHEMES)
+GENERATION_SCHEMES = tuple(name for name in _SCHEMES if name != "blackbox")
 
 
 def get_scheme(name: str, **overrides: Any) -> TokenWatermark:

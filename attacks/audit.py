@@ -1,0 +1,675 @@
+"""Robustness audits: every scheme x attack x strength cell, resumable, deterministic under a seed.
+
+Why a target protocol: an audit must treat a latent image watermark, a post-hoc pixel mark, a
+token watermark and a video watermark alike. Each modality only has to say how it makes
+``n`` watermarked items with their unwatermarked twins, how it detects a batch, how it applies an
+attack, and how far attacked content is from its original; the runner turns that into numbers.
+
+Per cell (scheme, attack, strength) the runner attacks the watermarked items and their twins with
+the same seed and reports, with ``detected = p_value <= fpr`` (the detector's own calibrated
+test, never a threshold fitted on the audit's data):
+- removal attacks: ``tpr``, the fraction of attacked watermarked items still detected;
+- forgery attacks: ``forge_success``, the fraction of forged items the detector accepts (the
+  attack gets the watermarked item and, if it asks for a ``target``, another item's unwatermarked
+  twin to carry the forged mark);
+- both: ``fpr_attacked``, the fraction of attacked twins detected (an empirical FPR after the
+  attack; for a forgery, a forger working from unwatermarked content), ``bit_accuracy`` (mean
+  fraction of payload bits recovered; an undecoded payload counts as chance, 0.5) when the scheme
+  carries a payload, and quality metrics of attacked against original content.
+A ``none`` cell (no attack) gives the clean TPR and the empirical FPR on the twins.
+
+Resumable: each finished cell is appended (flushed, fsynced) to ``partial.jsonl`` in the output
+folder under a key of (modality, scheme, attack, strength, n, seed, fpr, key id); a restarted audit
+skips those cells, and makes no items for a scheme whose cells are all done. Items are remade
+after a restart (they are deterministic under the seed), not stored.
+
+Attacks get the models they name: an image attack's parameters called ``pipe`` or ``target``
+receive the audit's diffusion pipeline or the cover items (for a forgery: the unwatermarked
+content to forge the mark onto, paired one to one with the watermarked items); a text attack's
+``model`` and ``tokenizer`` receive the audit's language model. Nothing else is passed, so every
+other model an attack needs is its own default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from attacks.registry import Attack, Modality, get
+from provenance.keys import WatermarkKey
+from provenance.result import DetectionResult
+from provenance.stats import check_fpr
+
+NO_ATTACK = "none"
+PARTIAL_FILE = "partial.jsonl"
+EXAMPLES_DIR = "examples"
+COVER_PARAM = "target"  # the keyword forgeries take their cover content by (``pm-transplant``)
+MAX_PSNR = 100.0  # dB given to identical images, so means stay finite
+DEFAULT_TEXT_TOKENS = 200
+TEXT_BATCH = 16
+IMAGE_BATCH = 16
+
+
+@dataclass
+class Items:
+    """What a target made for one scheme: watermarked items, their unwatermarked twins, the payload."""
+
+    marked: Any  # image: uint8 (n, H, W, 3); text: list[str]
+    twins: Any
+    payload: bytes | None = None
+
+
+@runtime_checkable
+class AuditTarget(Protocol):
+    """One scheme of one modality under one key, as the audit runner sees it.
+
+    ``make`` must be deterministic under ``seed``; ``apply`` must pass ``seed`` on to the attack;
+    ``quality`` returns mean metrics (higher = closer to the original); ``save_example`` writes
+    one item to ``path_stem`` plus a suffix of its choice and returns the file's name.
+    """
+
+    modality: Modality
+    scheme: str
+    key_id: str
+
+    def make(self, n: int, seed: int) -> Items: ...
+
+    def detect(self, items: Any, fpr: float, payload: bytes | None) -> list[DetectionResult]: ...
+
+    def apply(self, attack: Attack, items: Any, strength: float, seed: int, cover: Any) -> Any: ...
+
+    def quality(self, original: Any, attacked: Any) -> dict[str, float]: ...
+
+    def save_example(self, item: Any, path_stem: Path) -> str: ...
+
+
+# -- shared helpers -------------------------------------------------------------------
+def attack_models(attack: Attack, offered: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``offered`` (``pipe``, ``model``, ``tokenizer``, ``target``) the attack's function names."""
+    params = inspect.signature(attack.fn).parameters
+    return {name: value for name, value in offered.items() if name in params and value is not None}
+
+
+def apply_per_item(attack: Attack, items: Sequence[Any], strength: float, seed: int, cover: Sequence[Any],
+                   models: dict[str, Any]) -> list[Any]:
+    """Attack item ``i`` with seed ``seed + i`` (and cover ``cover[i]``): results do not depend on batching."""
+    out = []
+    for i, item in enumerate(items):
+        extra = attack_models(attack, {**models, COVER_PARAM: cover[i]})
+        out.append(attack(item, strength, seed + i, **extra))
+    return out
+
+
+def payload_bit_accuracy(result: DetectionResult, payload: bytes | None) -> float | None:
+    """The scheme's own figure if it gave one, else decoded bits vs ``payload``; undecoded = 0.5 (chance)."""
+    if payload is None:
+        return None
+    if result.bit_accuracy is not None:
+        return float(result.bit_accuracy)
+    if not result.payload:
+        return 0.5
+    truth = np.unpackbits(np.frombuffer(payload, np.uint8))
+    got = np.unpackbits(np.frombuffer(bytes.fromhex(result.payload), np.uint8))
+    if got.size != truth.size:
+        return 0.5
+    return float(np.mean(got == truth))
+
+
+def not_scoreable(reason: str, fpr: float, scheme: str, key_id: str) -> DetectionResult:
+    """The result for content a detector cannot score at all (e.g. an attack deleted it): not detected."""
+    return DetectionResult(detected=False, p_value=1.0, score=float("nan"), threshold=float("nan"), fpr=fpr,
+                           scheme=scheme, key_id=key_id, details={"error": reason})
+
+
+def derived_payload(n_bytes: int, seed: int) -> bytes | None:
+    """The audit's payload for a scheme carrying ``n_bytes`` (public, from the seed; ``None`` for zero-bit)."""
+    if n_bytes == 0:
+        return None
+    return np.random.default_rng([seed, 0x9A71]).bytes(n_bytes)
+
+
+def cell_seed(seed: int, attack: str, strength: float) -> int:
+    """The attack's seed for one cell: the same for every scheme (paired comparison), never from the key."""
+    digest = hashlib.sha256(f"{seed}|{attack}|{strength!r}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+# -- image quality ----------------------------------------------------------------------
+def _same_size(original: np.ndarray, attacked: np.ndarray) -> np.ndarray:
+    if attacked.shape[:2] == original.shape[:2]:
+        return attacked
+    return cv2.resize(attacked, (original.shape[1], original.shape[0]), interpolation=cv2.INTER_AREA)
+
+
+def psnr(original: np.ndarray, attacked: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of one uint8 image pair (resized to the original), capped at ``MAX_PSNR``."""
+    a = original.astype(np.float64)
+    b = _same_size(original, attacked).astype(np.float64)
+    mse = float(np.mean((a - b) ** 2))
+    return MAX_PSNR if mse == 0.0 else min(MAX_PSNR, 10.0 * math.log10(255.0**2 / mse))
+
+
+def ssim(original: np.ndarray, attacked: np.ndarray) -> float:
+    """Structural similarity (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5) averaged over channels."""
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    x = original.astype(np.float64)
+    y = _same_size(original, attacked).astype(np.float64)
+
+    def blur(z: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(z, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    index = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(index.mean())
+
+
+def image_quality(original: np.ndarray, attacked: np.ndarray) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM over a batch of uint8 images."""
+    pairs = list(zip(original, attacked))
+    return {"psnr": float(np.mean([psnr(a, b) for a, b in pairs])),
+            "ssim": float(np.mean([ssim(a, b) for a, b in pairs]))}
+
+
+# -- image targets ----------------------------------------------------------------------
+@lru_cache(maxsize=2)
+def reference_pipe(model: str | None = None) -> Any:
+    """The text-to-image pipeline (reference model unless ``model`` names a local diffusers folder), loaded once."""
+    from image_wm.reference import load_text_to_image
+    from provenance.models import quiet_libraries
+
+    quiet_libraries()
+    return load_text_to_image(path=model)
+
+
+def audit_prompts(n: int, seed: int) -> list[str]:
+    """``n`` captions of seeded procedural scenes: prompts the reference model was built for."""
+    from image_wm.reference import scenes
+
+    return scenes.generate(n, seed)[1]
+
+
+class ImageTarget:
+    """Shared image plumbing: prompts, plain twins from the pipeline, batched attacks, PSNR/SSIM, PNG examples."""
+
+    modality: Modality = "image"
+
+    def __init__(self, scheme: str, key: WatermarkKey, *, pipe: Any = None, model: str | None = None,
+                 steps: int | None = None) -> None:
+        from image_wm.pipeline import DEFAULT_STEPS
+
+        self.scheme, self.key, self.key_id = scheme, key, key.key_id
+        self._pipe, self._model = pipe, model
+        self.steps = DEFAULT_STEPS if steps is None else int(steps)
+
+    @property
+    def pipe(self) -> Any:
+        if self._pipe is None:
+            self._pipe = reference_pipe(self._model)
+        return self._pipe
+
+    def plain_images(self, prompts: list[str], seed: int) -> np.ndarray:
+        """Unwatermarked images, image ``i`` from plain noise seeded ``seed + i``."""
+        from image_wm.pipeline import DEFAULT_GUIDANCE, WatermarkedPipeline, initial_noise
+
+        runner = WatermarkedPipeline(self.pipe, "tree-ring", self.key)  # any noise-only scheme: run_pipeline only
+        out = []
+        for a in range(0, len(prompts), IMAGE_BATCH):
+            b = min(a + IMAGE_BATCH, len(prompts))
+            noise = initial_noise(runner.latent_shape(b - a), [seed + i for i in range(a, b)])
+            out.append(runner.run_pipeline(prompts[a:b], noise, self.steps, DEFAULT_GUIDANCE))
+        return np.concatenate(out)
+
+    def apply(self, attack: Attack, items: np.ndarray, strength: float, seed: int, cover: np.ndarray) -> np.ndarray:
+        """One batched call (diffusion attacks batch on the pipeline's device)."""
+        out = attack(items, strength, seed, **attack_models(attack, {"pipe": self.pipe, COVER_PARAM: cover}))
+        return np.asarray(out)
+
+    def quality(self, original: np.ndarray, attacked: np.ndarray) -> dict[str, float]:
+        return image_quality(original, attacked)
+
+    def save_example(self, item: np.ndarray, path_stem: Path) -> str:
+        from image_wm.image_io import write_image
+
+        return write_image(path_stem.with_suffix(".png"), item).name
+
+
+class LatentImageTarget(ImageTarget):
+    """A latent-noise scheme (``image_wm.schemes``) through ``WatermarkedPipeline``; detection inverts."""
+
+    def __init__(self, scheme: str, key: WatermarkKey, **kwargs: Any) -> None:
+        from image_wm.schemes import get_scheme
+
+        super().__init__(scheme, key, **kwargs)
+        self.watermark = get_scheme(scheme)
+        self._wrapped: Any = None
+
+    @property
+    def wrapped(self) -> Any:
+        if self._wrapped is None:
+            from image_wm.pipeline import WatermarkedPipeline
+
+            self._wrapped = WatermarkedPipeline(self.pipe, self.watermark, self.key)
+        return self._wrapped
+
+    def make(self, n: int, seed: int) -> Items:
+        prompts = audit_prompts(n, seed)
+        payload = derived_payload(self.watermark.payload_bytes, seed)
+        marked = [self.wrapped(prompts[a:a + IMAGE_BATCH], payload=payload, seed=seed + a,
+                               num_inference_steps=self.steps).images
+                  for a in range(0, n, IMAGE_BATCH)]
+        return Items(np.concatenate(marked), self.plain_images(prompts, seed), payload)
+
+    def detect(self, items: np.ndarray, fpr: float, payload: bytes | None) -> list[DetectionResult]:
+        return self.wrapped.detect(items, fpr=fpr, inversion_steps=self.steps)
+
+
+class PostHocImageTarget(ImageTarget):
+    """A pixel-level post-hoc mark (``embed(images, key)``, ``detect(images, key, fpr)``) on plain generated images."""
+
+    def __init__(self, scheme: str, key: WatermarkKey, watermark: Any, **kwargs: Any) -> None:
+        super().__init__(scheme, key, **kwargs)
+        self.watermark = watermark
+
+    def make(self, n: int, seed: int) -> Items:
+        twins = self.plain_images(audit_prompts(n, seed), seed)
+        return Items(np.asarray(self.watermark.embed(twins, self.key)), twins, None)
+
+    def detect(self, items: np.ndarray, fpr: float, payload: bytes | None) -> list[DetectionResult]:
+        return list(self.watermark.detect(items, self.key, fpr))
+
+
+def image_target(scheme: str, key: WatermarkKey, **kwargs: Any) -> ImageTarget:
+    """Latent schemes (``image_wm.schemes``) and post-hoc baselines (``attacks.baselines``) by name."""
+    from attacks.baselines import BASELINE_NAMES, get_baseline
+    from image_wm.schemes import SCHEME_NAMES
+
+    if scheme in SCHEME_NAMES:
+        return LatentImageTarget(scheme, key, **kwargs)
+    if scheme in BASELINE_NAMES:
+        return PostHocImageTarget(scheme, key, get_baseline(scheme), **kwargs)
+    raise LookupError(f"unknown image scheme {scheme!r} (known: {', '.join(SCHEME_NAMES + BASELINE_NAMES)})")
+
+
+# -- text target ------------------------------------------------------------------------
+TEXT_TOPICS = ("the history of bread", "how glaciers move", "a storm at sea", "building a bridge",
+               "the life of an ant colony", "why leaves change colour", "a night train journey",
+               "the first printing press", "keeping bees in a city", "how a violin is made",
+               "a lighthouse keeper", "the water cycle", "a village festival", "learning to swim")
+TEXT_STYLES = ("Write a short story about {}.", "Explain {} to a child.", "Write a blog post about {}.")
+
+
+def text_prompts(n: int, seed: int) -> list[str]:
+    """``n`` chat prompts drawn by ``seed`` from a small set of topics and styles."""
+    rng = np.random.default_rng([seed, 0x7E47])
+    return [rng.choice(TEXT_STYLES).format(rng.choice(TEXT_TOPICS)) for _ in range(n)]
+
+
+@lru_cache(maxsize=2)
+def text_model(model: str | None = None) -> tuple[Any, Any]:
+    """The causal LM and tokenizer (SmolLM2-135M unless ``model`` names a local one), loaded once."""
+    from provenance.models import load_text_model, quiet_libraries
+
+    quiet_libraries()
+    return load_text_model(model)
+
+
+def text_similarity(original: Sequence[str], attacked: Sequence[str]) -> np.ndarray:
+    """Cosine similarity of MiniLM sentence embeddings, one value per pair (1 = same meaning)."""
+    from image_wm.semantics import sentence_embeddings
+
+    a, b = sentence_embeddings(list(original)), sentence_embeddings(list(attacked))
+    return (a * b).sum(dim=-1).numpy()
+
+
+class TextTarget:
+    """A token watermark (``text_wm.registry``) on a causal LM: sampled continuations of chat prompts."""
+
+    modality: Modality = "text"
+
+    def __init__(self, scheme: str, key: WatermarkKey, *, model: str | None = None, lm: Any = None,
+                 tokenizer: Any = None, tokens: int = DEFAULT_TEXT_TOKENS) -> None:
+        from text_wm.registry import get_scheme
+
+        self.scheme, self.key, self.key_id = scheme, key, key.key_id
+        self.watermark = get_scheme(scheme)
+        self._model, self._lm, self._tokenizer = model, lm, tokenizer
+        self.tokens = int(tokens)
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._lm is None:
+            self._lm, self._tokenizer = text_model(self._model)
+        return self._lm, self._tokenizer
+
+    def _generate(self, prompts: list[str], watermark: Any, seed: int, payload: bytes | None) -> list[str]:
+        from text_wm.generate import generate_watermarked
+
+        lm, tokenizer = self._load()
+        kwargs = {"payload": payload.hex()} if payload is not None else {}
+        texts = []
+        for a in range(0, len(prompts), TEXT_BATCH):
+            records = generate_watermarked(lm, tokenizer, prompts[a:a + TEXT_BATCH], watermark,
+                                           self.key if watermark is not None else None, chat=True, seed=seed + a,
+                                           processor_kwargs=kwargs, max_new_tokens=self.tokens,
+                                           min_new_tokens=self.tokens, do_sample=True, temperature=1.0, top_k=0,
+                                           top_p=1.0)
+            texts.extend(r.text for r in records)
+        return texts
+
+    def make(self, n: int, seed: int) -> Items:
+        prompts = text_prompts(n, seed)
+        payload = derived_payload(getattr(self.watermark, "payload_bits", 0) // 8, seed)
+        marked = self._generate(prompts, self.watermark, seed, payload)
+        return Items(marked, self._generate(prompts, None, seed, None), payload)
+
+    def _detect_one(self, text: str, fpr: float, payload: bytes | None) -> DetectionResult:
+        _, tokenizer = self._load()
+        if payload is not None:  # decode even when not detected, so bit accuracy is measured
+            return self.watermark.decode(text, self.key, tokenizer, fpr=fpr, expected_payload=payload)
+        return self.watermark.detect(text, self.key, tokenizer, fpr=fpr)
+
+    def detect(self, items: list[str], fpr: float, payload: bytes | None) -> list[DetectionResult]:
+        """Batched where the scheme allows; a text the detector cannot score counts as not detected."""
+        _, tokenizer = self._load()
+        if payload is None and hasattr(self.watermark, "detect_batch"):
+            try:
+                return self.watermark.detect_batch(list(items), self.key, tokenizer, fpr=fpr)
+            except ValueError:
+                pass  # some text is unscoreable: score one at a time to find it
+        results = []
+        for text in items:
+            try:
+                results.append(self._detect_one(text, fpr, payload))
+            except ValueError as exc:
+                results.append(not_scoreable(str(exc), fpr, self.scheme, self.key_id))
+        return results
+
+    def apply(self, attack: Attack, items: list[str], strength: float, seed: int, cover: list[str]) -> list[str]:
+        needs_lm = bool({"model", "tokenizer"} & set(inspect.signature(attack.fn).parameters))
+        models = dict(zip(("model", "tokenizer"), self._load())) if needs_lm else {}
+        return apply_per_item(attack, items, strength, seed, cover, models)
+
+    def quality(self, original: list[str], attacked: list[str]) -> dict[str, float]:
+        return {"similarity": float(np.mean(text_similarity(original, attacked)))}
+
+    def save_example(self, item: str, path_stem: Path) -> str:
+        path = path_stem.with_suffix(".txt")
+        path.write_text(item, encoding="utf-8")
+        return path.name
+
+
+# -- video target -----------------------------------------------------------------------
+class VideoTarget:
+    """VideoMark through ``WatermarkedVideoPipeline`` on a text-to-video model; items are uint8 (F, H, W, 3) clips.
+
+    Frame and bit accuracy under temporal attacks need the attack's frame map; ``benchmarks/video.py``
+    measures them. Quality is mean PSNR/SSIM over frames when the attack keeps the frame count
+    (temporal edits leave every frame's pixels untouched, so they report none).
+    """
+
+    modality: Modality = "video"
+    scheme = "videomark"
+
+    def __init__(self, key: WatermarkKey, *, pipe: Any = None, model: str | None = None, steps: int | None = None,
+                 frames: int = 8) -> None:
+        from image_wm.pipeline import DEFAULT_STEPS
+
+        self.key, self.key_id = key, key.key_id
+        self._pipe, self._model, self.frames = pipe, model, frames
+        self.steps = DEFAULT_STEPS if steps is None else int(steps)
+
+    @property
+    def wrapped(self) -> Any:
+        from image_wm.video import WatermarkedVideoPipeline
+
+        if self._pipe is None:
+            self._pipe = reference_video_pipe(self._model)
+        return WatermarkedVideoPipeline(self._pipe, self.key)
+
+    def make(self, n: int, seed: int) -> Items:
+        from image_wm.pipeline import DEFAULT_GUIDANCE, initial_noise
+
+        wrapped, prompts = self.wrapped, video_prompts(n, seed)
+        marked = [wrapped(p, num_frames=self.frames, seed=seed + i, num_inference_steps=self.steps).videos[0]
+                  for i, p in enumerate(prompts)]
+        twins = [wrapped.run_pipeline([p], initial_noise(wrapped.latent_shape(self.frames), [seed + i]), self.steps,
+                                      DEFAULT_GUIDANCE)[0] for i, p in enumerate(prompts)]
+        return Items(marked, twins, None)
+
+    def detect(self, items: list[np.ndarray], fpr: float, payload: bytes | None) -> list[DetectionResult]:
+        wrapped = self.wrapped
+        return [wrapped.detect(clip, fpr=fpr, inversion_steps=self.steps) for clip in items]
+
+    def apply(self, attack: Attack, items: list[np.ndarray], strength: float, seed: int, cover: list[np.ndarray]
+              ) -> list[np.ndarray]:
+        return apply_per_item(attack, items, strength, seed, cover, {})
+
+    def quality(self, original: list[np.ndarray], attacked: list[np.ndarray]) -> dict[str, float]:
+        pairs = [(a, b) for a, b in zip(original, attacked) if len(a) == len(b)]
+        if not pairs:
+            return {}
+        return image_quality(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
+
+    def save_example(self, item: np.ndarray, path_stem: Path) -> str:
+        from image_wm.image_io import write_image
+
+        return write_image(path_stem.with_suffix(".png"), np.concatenate(list(item), axis=1)).name  # frames side by side
+
+
+@lru_cache(maxsize=2)
+def reference_video_pipe(model: str | None = None) -> Any:
+    """The text-to-video pipeline (reference model unless ``model`` names a local diffusers folder), loaded once."""
+    from image_wm.reference import load_text_to_video
+    from provenance.models import quiet_libraries
+
+    quiet_libraries()
+    return load_text_to_video(path=model)
+
+
+def video_prompts(n: int, seed: int) -> list[str]:
+    """``n`` captions of seeded procedural clips: prompts the reference video model was built for."""
+    from image_wm.reference import scenes
+
+    return scenes.generate_videos(n, seed, frames=2)[1]
+
+
+def make_targets(modality: Modality, schemes: Sequence[str], key: WatermarkKey, *, model: str | None = None,
+                 steps: int | None = None, tokens: int = DEFAULT_TEXT_TOKENS) -> list[AuditTarget]:
+    """Targets for named schemes (cheap: models load on first use). Unknown names raise ``LookupError``.
+
+    Video audits use VideoMark (``videomark``), the one video scheme.
+    """
+    if modality == "image":
+        return [image_target(s, key, model=model, steps=steps) for s in schemes]
+    if modality == "text":
+        return [TextTarget(s, key, model=model, tokens=tokens) for s in schemes]
+    if modality == "video":
+        unknown = [s for s in schemes if s != VideoTarget.scheme]
+        if unknown:
+            raise LookupError(f"unknown video scheme {unknown[0]!r} (known: {VideoTarget.scheme})")
+        return [VideoTarget(key, model=model, steps=steps)]
+    raise ValueError(f"unknown modality {modality!r} (image, video or text)")
+
+
+# -- the grid ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell of the grid; ``key`` identifies it in the partial file (public values only)."""
+
+    modality: str
+    scheme: str
+    attack: str
+    strength: float
+    n: int
+    seed: int
+    fpr: float
+    key_id: str
+
+    @property
+    def key(self) -> str:
+        return json.dumps([self.modality, self.scheme, self.attack, self.strength, self.n, self.seed, self.fpr,
+                           self.key_id])
+
+
+def resolve_attacks(modality: Modality, names: Sequence[str]) -> list[Attack]:
+    """Registered attacks by name, each checked to be of ``modality``."""
+    resolved = [get(name) for name in names]
+    for attack in resolved:
+        if attack.modality != modality:
+            raise ValueError(f"attack {attack.name!r} is for {attack.modality}, not {modality}")
+    return resolved
+
+
+def grid_strengths(attack: Attack, strengths: Sequence[float] | None, levels: int) -> list[float]:
+    """The given strengths (each checked against the attack's range) or ``levels`` spread over it, mildest first."""
+    if strengths is None:
+        if levels < 1:
+            raise ValueError("levels must be at least 1")
+        return attack.strengths(levels)
+    for s in strengths:
+        if not attack.low <= s <= attack.high:
+            raise ValueError(f"strength {s:g} outside attack {attack.name!r}'s range [{attack.low:g}, {attack.high:g}]"
+                             + (f" ({attack.unit})" if attack.unit else ""))
+    return [float(s) for s in strengths]
+
+
+def plan(targets: Sequence[AuditTarget], attacks: Sequence[Attack], strengths: Sequence[float] | None, levels: int,
+         n: int, seed: int, fpr: float) -> list[tuple[AuditTarget, Attack | None, CellSpec]]:
+    """Every cell in report order: per scheme, the no-attack cell, then each attack mildest to strongest."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    check_fpr(fpr)
+    per_attack = [(a, grid_strengths(a, strengths, levels)) for a in attacks]
+    cells = []
+    for target in targets:
+        def spec(name: str, strength: float) -> CellSpec:
+            return CellSpec(target.modality, target.scheme, name, float(strength), n, seed, float(fpr), target.key_id)
+
+        cells.append((target, None, spec(NO_ATTACK, 0.0)))
+        cells.extend((target, a, spec(a.name, s)) for a, values in per_attack for s in values)
+    return cells
+
+
+def read_partial(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Finished cells by key; a last line cut off by an interrupted write is ignored."""
+    path = out_dir / PARTIAL_FILE
+    done: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done[record["cell_key"]] = record
+    return done
+
+
+def rewrite_partial(out_dir: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Keep only whole records (drops a line an interrupted write cut off), atomically."""
+    tmp = out_dir / (PARTIAL_FILE + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, out_dir / PARTIAL_FILE)
+
+
+def append_partial(out_dir: Path, record: dict[str, Any]) -> None:
+    with open(out_dir / PARTIAL_FILE, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _rate(results: Sequence[DetectionResult], fpr: float) -> float:
+    return float(np.mean([r.p_value <= fpr for r in results]))
+
+
+def _median_log10_p(results: Sequence[DetectionResult]) -> float:
+    return float(np.median([math.log10(max(r.p_value, 1e-300)) for r in results]))
+
+
+def _example_stem(out_dir: Path, spec: CellSpec) -> Path:
+    folder = out_dir / EXAMPLES_DIR / spec.modality / spec.scheme
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / (spec.attack if spec.attack == NO_ATTACK else f"{spec.attack}-{spec.strength:g}")
+
+
+def run_cell(target: AuditTarget, attack: Attack | None, spec: CellSpec, items: Items, out_dir: Path) -> dict[str, Any]:
+    """Attack, detect and measure one cell; returns its JSON-ready record (one example item saved)."""
+    t0 = time.perf_counter()
+    n = spec.n
+    cover_index = [(i + 1) % n for i in range(n)]  # another item's unwatermarked twin
+    cover = (items.twins[cover_index] if isinstance(items.twins, np.ndarray)
+             else [items.twins[i] for i in cover_index])
+    if attack is None:
+        attacked, attacked_twins, kind = items.marked, items.twins, NO_ATTACK
+    else:
+        seed = cell_seed(spec.seed, spec.attack, spec.strength)
+        attacked = target.apply(attack, items.marked, spec.strength, seed, cover)
+        attacked_twins = target.apply(attack, items.twins, spec.strength, seed, cover)
+        kind = attack.kind
+    marked_results = target.detect(attacked, spec.fpr, items.payload)
+    twin_results = target.detect(attacked_twins, spec.fpr, items.payload)
+    detection = _rate(marked_results, spec.fpr)
+    accuracies = [payload_bit_accuracy(r, items.payload) for r in marked_results]
+    # a forgery is judged against the content it was made on: the cover when it took one
+    took_cover = attack is not None and COVER_PARAM in inspect.signature(attack.fn).parameters
+    reference = cover if took_cover else items.marked
+    quality = None if attack is None else target.quality(reference, attacked)
+    example = target.save_example(attacked[0], _example_stem(out_dir, spec))
+    return {
+        "cell_key": spec.key, "modality": spec.modality, "scheme": spec.scheme, "attack": spec.attack,
+        "kind": kind, "strength": spec.strength, "unit": attack.unit if attack else "",
+        "stronger": attack.stronger if attack else "up", "n": n, "seed": spec.seed, "fpr": spec.fpr,
+        "key_id": spec.key_id,
+        "tpr": None if kind == "forgery" else detection,
+        "forge_success": detection if kind == "forgery" else None,
+        "fpr_attacked": _rate(twin_results, spec.fpr),
+        "median_log10_p": _median_log10_p(marked_results),
+        "bit_accuracy": None if items.payload is None else float(np.mean(accuracies)),
+        "quality": quality, "example": example, "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def run_audit(targets: Sequence[AuditTarget], attack_names: Sequence[str], out_dir: str | os.PathLike, *,
+              strengths: Sequence[float] | None = None, levels: int = 5, n: int = 100, seed: int = 0,
+              fpr: float = 0.01, resume: bool = True, progress: bool = True) -> list[dict[str, Any]]:
+    """Run (or finish) the grid and return its cell records in report order.
+
+    With ``resume`` finished cells found in ``out_dir/partial.jsonl`` are reused; without it the
+    partial file is started afresh. All arguments are checked before any model is loaded.
+    """
+    out = Path(out_dir)
+    modalities = {t.modality for t in targets}
+    if len(modalities) != 1:
+        raise ValueError("an audit covers one modality at a time")
+    attacks = resolve_attacks(modalities.pop(), attack_names)
+    cells = plan(targets, attacks, strengths, levels, n, seed, fpr)
+    out.mkdir(parents=True, exist_ok=True)
+    done = read_partial(out) if resume else {}
+    rewrite_partial(out, list(done.values()))
+    todo = [c for c in cells if c[2].key not in done]
+    made: dict[str, Items] = {}
+    with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="audit", unit="cell",
+              disable=not progress) as bar:
+        for target, attack, spec in todo:
+            bar.set_postfix_str(f"{spec.scheme} {spec.attack} {spec.strength:g}")
+            if spec.scheme not in made:
+                made = {spec.scheme: target.make(n, seed)}  # one scheme's items in memory at a time
+            record = run_cell(target, attack, spec, made[spec.scheme], out)
+            append_partial(out, record)
+            done[spec.key] = record
+            bar.update(1)
+    return [done[c[2].key] for c in cells]

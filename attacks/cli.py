@@ -1,0 +1,175 @@
+"""``provenance audit`` (scheme x attack x strength grids) and ``provenance attack`` (one file).
+
+Registered on the top-level ``provenance`` group (``cli.py``), whose error handling turns bad
+input (unknown schemes or attacks, strengths out of range, unreadable files) into a one-line
+error with exit code 2. Arguments are checked before any model loads.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+
+import click
+
+from provenance import __version__
+from provenance.files import check_new_output
+
+MODALITIES = ("image", "video", "text")
+KEY_FILE = "key.json"
+DEFAULT_LEVELS = 5
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _strengths(value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(part) for part in _split(value)]
+    except ValueError:
+        raise ValueError(f"--strengths must be comma-separated numbers, got {value!r}") from None
+
+
+def _audit_key(key_file: str | None, out: Path):
+    """The given key, else the out folder's own key; ``fresh`` says it is new and still to be saved."""
+    from provenance.keys import WatermarkKey
+
+    if key_file is not None:
+        return WatermarkKey.load(key_file), False
+    if (out / KEY_FILE).exists():
+        return WatermarkKey.load(out / KEY_FILE), False
+    return WatermarkKey.generate(label="audit"), True
+
+
+@click.command("audit")
+@click.option("--modality", required=True, type=click.Choice(MODALITIES))
+@click.option("--schemes", required=True, help="Comma-separated scheme names.")
+@click.option("--attacks", "attack_names", required=True, help="Comma-separated attack names.")
+@click.option("--strengths", default=None, help="Comma-separated strengths for every attack (default: --levels).")
+@click.option("--levels", default=None, type=click.IntRange(1, 50),
+              help="Strengths per attack, evenly over its range (default 5); not with --strengths.")
+@click.option("--n", "n", default=100, show_default=True, type=click.IntRange(1, 100_000), help="Items per cell.")
+@click.option("--fpr", default=0.01, show_default=True, type=click.FloatRange(0, 0.5, min_open=True))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--key", "key_file", default=None, type=click.Path(dir_okay=False),
+              help="Key file (default: a fresh key kept in OUT/key.json).")
+@click.option("--model", default=None, type=click.Path(), help="Local model folder (diffusers or causal LM).")
+@click.option("--steps", default=None, type=click.IntRange(1, 1000),
+              help="Image generation and DDIM inversion steps (default 25).")
+@click.option("--tokens", default=200, show_default=True, type=click.IntRange(8, 4096),
+              help="New tokens per generated text.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse finished cells in OUT.")
+def audit(modality, schemes, attack_names, strengths, levels, n, fpr, seed, key_file, model, steps, tokens, out,
+          resume):
+    """Run a scheme x attack x strength audit; writes results.json, results.csv and report.html to OUT."""
+    from attacks.audit import grid_strengths, make_targets, resolve_attacks, run_audit
+    from attacks.report import write_report
+
+    scheme_names, names = _split(schemes), _split(attack_names)
+    if not scheme_names or not names:
+        raise ValueError("--schemes and --attacks need at least one name each")
+    if strengths is not None and levels is not None:
+        raise ValueError("give --strengths or --levels, not both")
+    levels = DEFAULT_LEVELS if levels is None else levels
+    values = _strengths(strengths)
+    out_dir = Path(out)
+    # names and strengths are checked before the out folder or a key file is written
+    for chosen in resolve_attacks(modality, names):
+        grid_strengths(chosen, values, levels)
+    key, fresh = _audit_key(key_file, out_dir)
+    targets = make_targets(modality, scheme_names, key, model=model, steps=steps, tokens=tokens)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:  # mode 0600; the secret is never printed
+        key.save(out_dir / KEY_FILE)
+        click.echo(f"new key {key.key_id} stored in {out_dir / KEY_FILE}", err=True)
+    t0 = time.perf_counter()
+    cells = run_audit(targets, names, out_dir, strengths=values, levels=levels, n=n, seed=seed, fpr=fpr,
+                      resume=resume)
+    grid = f"--strengths {','.join(f'{v:g}' for v in values)}" if values else f"--levels {levels}"
+    command = (f"provenance audit --modality {modality} --schemes {','.join(scheme_names)} --attacks {','.join(names)} "
+               f"{grid} --n {n} --fpr {fpr:g} --seed {seed}" + (f" --model {model}" if model else "")
+               + (f" --steps {steps}" if steps else "") + (f" --tokens {tokens}" if modality == "text" else ""))
+    config = {"command": command, "version": __version__, "modality": modality, "schemes": scheme_names,
+              "attacks": names, "strengths": values, "levels": None if values else levels, "n": n, "fpr": fpr,
+              "seed": seed, "key_id": key.key_id, "model": model or "default", "steps": steps,
+              "tokens": tokens if modality == "text" else None}
+    paths = write_report(cells, out_dir, config)
+    click.echo(f"{len(cells)} cells in {time.perf_counter() - t0:.0f} s: "
+               + ", ".join(str(p) for p in paths.values()))
+
+
+# -- single files -----------------------------------------------------------------------
+def _single_file_attack(modality: str, name: str):
+    """The attack, refusing ones that need more than the content (a cover, say) with a clear message."""
+    from attacks.registry import get
+
+    attack = get(name)
+    if attack.modality != modality:
+        raise ValueError(f"attack {name!r} is for {attack.modality}, not {modality}")
+    required = [p.name for p in list(inspect.signature(attack.fn).parameters.values())[3:]
+                if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if required:
+        raise ValueError(f"attack {name!r} needs {', '.join(required)}; use it from Python or an audit")
+    return attack
+
+
+def _attack_options(fn):
+    for option in reversed([
+        click.option("--name", required=True, help="Attack name (see attacks.names())."),
+        click.option("--strength", default=None, type=float, help="Attack strength (default: the attack's default)."),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--out", required=True, type=click.Path(), help="File to write (video: a folder means PNG frames)."),
+        click.option("--force", is_flag=True, help="Overwrite --out if it exists."),
+        click.argument("source", type=click.Path()),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@click.group("attack")
+def attack() -> None:
+    """Apply one registered attack to one file."""
+
+
+@attack.command("image")
+@_attack_options
+def attack_image(name, strength, seed, out, force, source):
+    """Attack an image file (PNG keeps the result lossless)."""
+    from image_wm.image_io import read_image, write_image
+
+    chosen = _single_file_attack("image", name)
+    image = read_image(source)
+    check_new_output(out, force)
+    write_image(out, chosen(image, strength, seed))
+    click.echo(f"wrote {out}")
+
+
+@attack.command("video")
+@_attack_options
+def attack_video(name, strength, seed, out, force, source):
+    """Attack a video file (.mp4, .webm, .gif, ...) or frame folder; writes OUT by its suffix (keeps the frame rate)."""
+    from image_wm.video.video_io import read_video, write_video
+
+    chosen = _single_file_attack("video", name)
+    clip = read_video(source)
+    check_new_output(out, force)
+    write_video(out, chosen(clip.frames, strength, seed), clip.fps, overwrite=force)
+    click.echo(f"wrote {out}")
+
+
+@attack.command("text")
+@_attack_options
+def attack_text(name, strength, seed, out, force, source):
+    """Attack a UTF-8 text file."""
+    chosen = _single_file_attack("text", name)
+    content = Path(source).read_text(encoding="utf-8")
+    if not content.strip():
+        raise ValueError(f"{source}: empty text")
+    check_new_output(out, force)
+    Path(out).write_text(chosen(content, strength, seed), encoding="utf-8")
+    click.echo(f"wrote {out}")

@@ -1,0 +1,124 @@
+"""``provenance text watermark`` (post-hoc black-box marking) and ``provenance dataset mark|verify`` (LexiMark).
+
+Registered on the top-level ``provenance`` group (``cli.py``): ``text_watermark`` goes into
+the ``text`` group, ``dataset`` onto ``main``. The top-level group turns ``ValueError`` and
+friends into a one-line ``error: ...`` with exit code 2; nothing existing is overwritten
+without ``--force``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from provenance.files import check_new_output
+
+
+def _read_text(name: str) -> str:
+    content = click.get_text_stream("stdin").read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    if not content.strip():
+        raise ValueError(f"{name}: empty text")
+    return content
+
+
+def _read_documents(name: str) -> tuple[list[str], list[object]]:
+    """JSON lines, each a string or an object with a "text" field; returns texts and the raw rows."""
+    rows = []
+    for number, line in enumerate(Path(name).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{name}:{number}: not a JSON line") from None
+        if not (isinstance(row, str) or (isinstance(row, dict) and isinstance(row.get("text"), str))):
+            raise ValueError(f"{name}:{number}: expected a JSON string or an object with a \"text\" field")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{name}: no documents")
+    return [r if isinstance(r, str) else r["text"] for r in rows], rows
+
+
+@click.command("watermark")
+@click.option("--scheme", required=True, type=click.Choice(["blackbox"]), help="Post-hoc watermark scheme.")
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
+@click.option("--model", default=None, type=click.Path(), help="Local causal LM that proposes synonyms.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Watermarked text to write.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.argument("in_file", metavar="IN")
+def text_watermark(scheme, key_file, model, out, force, in_file):
+    """Watermark existing text IN (from any source) by keyed synonym substitution."""
+    from provenance.keys import WatermarkKey
+    from provenance.models import load_text_model, quiet_libraries
+    from text_wm.blackbox import BlackBoxWatermark
+    from text_wm.synonyms import SynonymProposer
+
+    quiet_libraries()
+    key = WatermarkKey.load(key_file)
+    out_path = Path(out)
+    check_new_output(out_path, force)
+    text = _read_text(in_file)
+    lm, tokenizer = load_text_model(model)
+    marked = BlackBoxWatermark(SynonymProposer(lm, tokenizer)).watermark(text, key)
+    out_path.write_text(marked.text, encoding="utf-8")
+    click.echo(
+        f"wrote {out_path}: {scheme} watermark, changed {marked.n_changed} of {marked.n_words} words "
+        f"({marked.fraction_changed:.1%}), MiniLM similarity {marked.similarity:.3f}",
+        err=True,
+    )
+
+
+@click.group("dataset")
+def dataset() -> None:
+    """Dataset watermarks (LexiMark): mark a corpus, later verify a model trained on it."""
+
+
+@dataset.command("mark")
+@click.argument("in_file", metavar="IN.jsonl", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Marked JSON lines to write.")
+@click.option("--k", default=5, show_default=True, type=click.IntRange(1, 50), help="Rare words replaced per sentence.")
+@click.option("--model", default=None, type=click.Path(), help="Local causal LM that proposes synonyms.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def dataset_mark(in_file, out, k, model, force):
+    """Replace the K rarest words of each sentence with rarer synonyms, consistently across IN.jsonl."""
+    from provenance.models import load_text_model, quiet_libraries
+    from text_wm.leximark import LEXIMARK_FLUENCY_MARGIN, LexiMark
+    from text_wm.synonyms import SynonymProposer
+
+    quiet_libraries()
+    out_path = Path(out)
+    check_new_output(out_path, force)
+    texts, rows = _read_documents(in_file)
+    lm, tokenizer = load_text_model(model)
+    lexi = LexiMark(SynonymProposer(lm, tokenizer, fluency_margin=LEXIMARK_FLUENCY_MARGIN), k=k)
+    marked = lexi.mark_dataset(texts)
+    lines = [
+        json.dumps(m.text if isinstance(row, str) else {**row, "text": m.text}, ensure_ascii=False)
+        for m, row in zip(marked, rows)
+    ]
+    out_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    changed = sum(len(m.replacements) for m in marked)
+    click.echo(f"wrote {len(marked)} marked document(s) to {out_path}: {changed} substitutions, "
+               f"{len(lexi.replacement_map)} distinct words replaced", err=True)
+
+
+@dataset.command("verify")
+@click.option("--model", default=None, type=click.Path(), help="The suspect model (local causal LM directory or .gguf).")
+@click.option("--suspect", required=True, type=click.Path(dir_okay=False), help="Marked documents that were published.")
+@click.option("--reference", required=True, type=click.Path(dir_okay=False), help="Marked documents kept back.")
+@click.option("--k-percent", default=20.0, show_default=True, type=click.FloatRange(0, 100, min_open=True))
+@click.option("--fpr", default=0.01, show_default=True, type=click.FloatRange(0, 0.5, min_open=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def dataset_verify(model, suspect, reference, k_percent, fpr, as_json):
+    """Test whether a model was trained on the suspect documents (Min-K%++, Mann-Whitney U)."""
+    from provenance.models import load_text_model, quiet_libraries
+    from text_wm.leximark import verify
+
+    quiet_libraries()
+    suspect_docs, _ = _read_documents(suspect)
+    reference_docs, _ = _read_documents(reference)
+    lm, tokenizer = load_text_model(model)
+    result = verify(lm, tokenizer, suspect_docs, reference_docs, k_percent=k_percent, fpr=fpr)
+    click.echo(json.dumps(result.to_dict()) if as_json else result.summary())
