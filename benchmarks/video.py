@@ -118,7 +118,7 @@ def main() -> None:
         + table + "\n\n"
         f"Unwatermarked clips of the same prompts and seeds: empirical FPR at 1e-2 = {np.mean(plain_p <= 1e-2):.2f} "
         f"(smallest p {plain_p.min():.2g}).\n\n"
-        "Detection time per frame (2 threads, CPU) against inversion steps, on "
+        f"Detection time per frame ({args.threads} torch thread(s), CPU) against inversion steps, on "
         f"{len(examples)} clean clips:\n\n| inversion steps | ms per frame | detected at 1e-6 |\n|---|---|---|\n"
         + "\n".join(timing) + "\n\n"
         f"Generation overhead: drawing the watermarked latents took {latent_s / gen_s * 100:.2f}% of the "
