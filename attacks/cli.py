@@ -8,8 +8,10 @@ error with exit code 2. Arguments are checked before any model loads.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -136,17 +138,22 @@ def attack() -> None:
     """Apply one registered attack to one file."""
 
 
+def _attack_file(modality: str, name: str, strength: float | None, seed: int, out: str, force: bool,
+                 content: Any, save: Callable[[Any], None]) -> None:
+    """Check the attack and the output before the (possibly slow) attack runs, then save its result."""
+    chosen = _single_file_attack(modality, name)
+    check_new_output(out, force)
+    save(chosen(content, strength, seed))
+    click.echo(f"wrote {out}")
+
+
 @attack.command("image")
 @_attack_options
 def attack_image(name, strength, seed, out, force, source):
     """Attack an image file (PNG keeps the result lossless)."""
     from image_wm.image_io import read_image, write_image
 
-    chosen = _single_file_attack("image", name)
-    image = read_image(source)
-    check_new_output(out, force)
-    write_image(out, chosen(image, strength, seed))
-    click.echo(f"wrote {out}")
+    _attack_file("image", name, strength, seed, out, force, read_image(source), lambda image: write_image(out, image))
 
 
 @attack.command("video")
@@ -155,21 +162,17 @@ def attack_video(name, strength, seed, out, force, source):
     """Attack a video file (.mp4, .webm, .gif, ...) or frame folder; writes OUT by its suffix (keeps the frame rate)."""
     from image_wm.video.video_io import read_video, write_video
 
-    chosen = _single_file_attack("video", name)
     clip = read_video(source)
-    check_new_output(out, force)
-    write_video(out, chosen(clip.frames, strength, seed), clip.fps, overwrite=force)
-    click.echo(f"wrote {out}")
+    _attack_file("video", name, strength, seed, out, force, clip.frames,
+                 lambda frames: write_video(out, frames, clip.fps, overwrite=force))
 
 
 @attack.command("text")
 @_attack_options
 def attack_text(name, strength, seed, out, force, source):
     """Attack a UTF-8 text file."""
-    chosen = _single_file_attack("text", name)
     content = Path(source).read_text(encoding="utf-8")
     if not content.strip():
         raise ValueError(f"{source}: empty text")
-    check_new_output(out, force)
-    Path(out).write_text(chosen(content, strength, seed), encoding="utf-8")
-    click.echo(f"wrote {out}")
+    _attack_file("text", name, strength, seed, out, force, content,
+                 lambda text: Path(out).write_text(text, encoding="utf-8"))
