@@ -10,7 +10,7 @@ unwatermarked ones from the same prompts and seeds), then reports:
 - detection throughput from token ids;
 - for EXP/ITS, Kuditipudi et al.'s anchor: 35 tokens after 40% and 50% random edits.
 ``--speed-only`` instead measures generation time per token with and without each watermark
-(interleaved) and the logits processor's share of a decoding step, in its own section.
+(back-to-back pairs) and the logits processor's time inside the watermarked runs, in its own section.
 Prints tables and writes the "Text watermarks" section of docs/benchmarks.md.
 """
 
@@ -34,6 +34,8 @@ from attacks.text_edits import random_token_edits  # noqa: E402
 from benchmarks.report import write_section  # noqa: E402
 from provenance.keys import WatermarkKey  # noqa: E402
 from provenance.models import load_text_model  # noqa: E402
+from transformers import LogitsProcessor  # noqa: E402
+
 from text_wm.generate import generate_watermarked  # noqa: E402
 from text_wm.registry import get_scheme  # noqa: E402
 
@@ -73,42 +75,60 @@ def generate(model, tokenizer, scheme, key, all_prompts, batch, seed, **override
     return out, seconds / tokens
 
 
-def timed_overhead(model, tokenizer, scheme, key, chunk, repeats=3, tokens=64):
-    """Per-token time with and without the watermark, interleaved; best of ``repeats`` each.
+class TimedScheme:
+    """A scheme whose logits processors add up the seconds they spend (everything else is forwarded)."""
 
-    Interleaving and taking the minimum cancel most of the machine's load drift, which on a
-    shared 2-core machine is larger than the effect being measured.
-    """
-    plain, marked = [], []
-    for _ in range(repeats):
-        plain.append(generate(model, tokenizer, None, None, chunk, len(chunk), 0,
-                              max_new_tokens=tokens, min_new_tokens=tokens)[1])
-        marked.append(generate(model, tokenizer, scheme, key, chunk, len(chunk), 0,
-                               max_new_tokens=tokens, min_new_tokens=tokens)[1])
-    return min(marked), min(plain)
+    def __init__(self, scheme) -> None:
+        self._scheme = scheme
+        self.seconds = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._scheme, name)
+
+    def processor(self, *args, **kwargs):
+        return _TimedProcessor(self._scheme.processor(*args, **kwargs), self)
 
 
-@torch.inference_mode()
-def processor_share(model, scheme, key, vocab, batch, repeats=15, context=100):
-    """One logits-processor call as a fraction of one decoding step (KV-cached forward), batch ``batch``.
+class _TimedProcessor(LogitsProcessor):
+    def __init__(self, inner, owner: TimedScheme) -> None:
+        self._inner, self._owner = inner, owner
 
-    Interleaved calls, medians: both parts feel the machine's load alike, so the ratio holds
-    on a busy machine where end-to-end timings of whole generations drift by more than 2%.
-    """
-    kwargs = {"payload": PAYLOAD} if scheme.name.startswith("majormark") else {}
-    processor = scheme.processor(key, vocab, **kwargs)
-    rng = torch.Generator().manual_seed(11)
-    ids = torch.randint(vocab, (batch, context), generator=rng)
-    cache = model(ids, use_cache=True).past_key_values
-    step_s, proc_s = [], []
-    for _ in range(repeats):
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __call__(self, input_ids, scores):
         t0 = time.perf_counter()
-        logits = model(ids[:, -1:], past_key_values=cache, use_cache=True).logits[:, -1]
-        t1 = time.perf_counter()
-        processor(ids, logits.float())
-        step_s.append(t1 - t0)
-        proc_s.append(time.perf_counter() - t1)
-    return float(np.median(proc_s) / np.median(step_s))
+        out = self._inner(input_ids, scores)
+        self._owner.seconds += time.perf_counter() - t0
+        return out
+
+
+def timed_overhead(model, tokenizer, scheme, key, chunk, pairs=8, tokens=64):
+    """Per-token times with and without the watermark in back-to-back pairs, and the overhead two ways.
+
+    Why pairs: on a 2-core machine whole generations drift by several percent between runs,
+    more than the effect measured. Each pair runs both generations back to back (alternating
+    which goes first, so a trend does not favour one side) and yields one ratio; the paired
+    overhead is the median ratio with its interquartile range. In run: the watermarked
+    generation differs from the plain one only by the processor calls, so their summed time
+    over the rest of the watermarked run is the overhead measured inside one run, free of the
+    drift between runs.
+    """
+    plain, marked, ratios, in_run = [], [], [], []
+    for i in range(pairs):
+        times = {}
+        timed = TimedScheme(scheme)
+        for watermarked in ((False, True) if i % 2 == 0 else (True, False)):
+            times[watermarked] = generate(model, tokenizer, timed if watermarked else None, key, chunk, len(chunk), 0,
+                                          max_new_tokens=tokens, min_new_tokens=tokens)[1]
+        plain.append(times[False])
+        marked.append(times[True])
+        ratios.append(times[True] / times[False] - 1)
+        total = times[True] * len(chunk) * tokens
+        in_run.append(timed.seconds / (total - timed.seconds))
+    low, mid, high = np.percentile(ratios, [25, 50, 75])
+    return (float(np.median(marked)), float(np.median(plain)), (float(mid), float(low), float(high)),
+            float(np.median(in_run)))
 
 
 def perplexity(model, tokenizer, all_prompts, generations) -> float:
@@ -149,21 +169,23 @@ def throughput(scheme, key, tokenizer) -> float:
     return 5 * 200 / (time.perf_counter() - t0)
 
 
-def speed_table(model, tokenizer, key, vocab, names, chunk) -> None:
-    """Generation overhead per scheme: end to end (interleaved, best of 3) and processor share of a step."""
+def speed_table(model, tokenizer, key, names, chunk, pairs) -> None:
+    """Generation overhead per scheme: paired end-to-end timings and the processor's in-run share."""
     rows = []
     for name in tqdm(names, desc="schemes"):
-        scheme = get_scheme(name)
-        marked, plain = timed_overhead(model, tokenizer, scheme, key, chunk)
-        share = processor_share(model, scheme, key, vocab, len(chunk))
-        rows.append(f"| {name} | {marked * 1e3:.2f} | {plain * 1e3:.2f} | {(marked / plain - 1) * 100:+.1f}% | "
-                    f"{share * 100:.1f}% |")
+        marked, plain, (overhead, low, high), in_run = timed_overhead(model, tokenizer, get_scheme(name), key, chunk, pairs)
+        rows.append(f"| {name} | {marked * 1e3:.2f} | {plain * 1e3:.2f} | {overhead * 100:+.1f}% "
+                    f"[{low * 100:+.1f}%, {high * 100:+.1f}%] | {in_run * 100:.2f}% |")
         print(rows[-1], flush=True)
     body = (
-        f"`python benchmarks/text.py --speed-only --batch {len(chunk)}`: SmolLM2-135M-Instruct, batch {len(chunk)}, "
-        "64 new tokens, plain and watermarked generation interleaved (best of 3), and the logits processor's "
-        "median time as a share of one KV-cached decoding step (medians of 15 interleaved calls).\n\n"
-        "| scheme | ms/token wm | ms/token no wm | overhead end to end | processor / decoding step |\n"
+        f"`python benchmarks/text.py --speed-only --batch {len(chunk)} --pairs {pairs}`: SmolLM2-135M-Instruct, "
+        f"batch {len(chunk)}, 64 new tokens, {torch.get_num_threads()} torch thread(s). Paired: {pairs} "
+        "back-to-back pairs of plain and watermarked generation (alternating which runs first); ms/token are "
+        "medians, the overhead is the median of the per-pair ratios [interquartile range]. In run: the "
+        "watermarked generation differs from the plain one only by the logits-processor calls, so their summed "
+        "time over the rest of the same run is the overhead without the drift between runs (median over the "
+        "pairs).\n\n"
+        "| scheme | ms/token wm | ms/token no wm | overhead, paired [IQR] | overhead, in run |\n"
         "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
     print(body)
@@ -176,6 +198,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--schemes", default="kgw,exp,its,majormark,majormark+")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=8, help="plain/watermarked generation pairs timed per scheme")
     parser.add_argument("--speed-only", action="store_true",
                         help="only the generation-overhead table (a few minutes instead of an hour)")
     args = parser.parse_args()
@@ -190,7 +213,7 @@ def main() -> None:
     all_prompts = prompts(args.n)
     names = args.schemes.split(",")
     if args.speed_only:
-        speed_table(model, tokenizer, key, vocab, names, all_prompts[: args.batch])
+        speed_table(model, tokenizer, key, names, all_prompts[: args.batch], args.pairs)
         return
 
     plain, _ = generate(model, tokenizer, None, None, all_prompts, args.batch, seed=0)

@@ -192,7 +192,7 @@ class KeySequenceProcessor(LogitsProcessor):
             logits = logits[:, :vocab]
         else:
             logits = torch.cat([logits, logits.new_full((batch, vocab - width), float("-inf"))], dim=-1)
-        tokens = self.scheme._choose(self._tables, torch.log_softmax(logits, dim=-1), rows)
+        tokens = self.scheme._choose(self._tables, logits, rows)
         forced = torch.full_like(scores, float("-inf"))
         forced.scatter_(1, tokens[:, None], 0.0)
         return forced
@@ -242,8 +242,8 @@ class _KeySequenceWatermark:
         """The key tables, drawn from the key's "<name>-key" sub-key generator."""
         raise NotImplementedError
 
-    def _choose(self, tables: dict[str, torch.Tensor], logprobs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Tokens ``(B,)`` for log-probabilities ``(B, V)`` at key positions ``rows`` ``(B,)``."""
+    def _choose(self, tables: dict[str, torch.Tensor], logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Tokens ``(B,)`` for float32 logits ``(B, V)`` (unnormalised) at key positions ``rows`` ``(B,)``."""
         raise NotImplementedError
 
     def _key_costs(self, tables: dict[str, torch.Tensor], unique: torch.Tensor) -> torch.Tensor:
@@ -451,15 +451,22 @@ class EXP(_KeySequenceWatermark):
     default_gamma: ClassVar[float] = 2.0
 
     def _draw_key(self, generator: torch.Generator, vocab_size: int) -> dict[str, torch.Tensor]:
-        return {"xi": torch.rand(self.key_length, vocab_size, generator=generator)}
+        """The key as Gumbel noise ``g = -log(-log xi)``: generation then costs one add and an argmax.
 
-    def _choose(self, tables: dict[str, torch.Tensor], logprobs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        xi = tables["xi"].index_select(0, rows)
-        # argmax log(xi)/p == argmax log p - log(-log xi); p = 0 gives -inf, never chosen.
-        return (logprobs - torch.log(-torch.log(xi))).argmax(dim=-1)
+        Detection needs ``log(1 - xi)`` only at the text's tokens and gets it back from ``g``
+        as ``log(-expm1(-exp(-g)))``, which is also more precise than float32 ``xi`` near 1.
+        """
+        xi = torch.rand(self.key_length, vocab_size, generator=generator)
+        return {"gumbel": xi.log_().neg_().log_().neg_()}
+
+    def _choose(self, tables: dict[str, torch.Tensor], logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        # argmax log(xi)/p == argmax log p + g (Gumbel-max); the softmax normaliser is a constant
+        # per row, and p = 0 (logit -inf) is never chosen.
+        return (logits + tables["gumbel"].index_select(0, rows)).argmax(dim=-1)
 
     def _key_costs(self, tables: dict[str, torch.Tensor], unique: torch.Tensor) -> torch.Tensor:
-        return torch.log1p(-tables["xi"].index_select(1, unique).T.contiguous())
+        g = tables["gumbel"].index_select(1, unique).T.double()
+        return g.neg().exp().neg().expm1().neg().log().float()
 
     def _null_costs(
         self, tables: dict[str, torch.Tensor], generator: torch.Generator, count: int, n_unique: int, device: torch.device
@@ -493,7 +500,7 @@ class ITS(_KeySequenceWatermark):
         rank[order] = torch.arange(vocab_size)
         return {"order": order, "rank": rank, "u": u}
 
-    def _choose(self, tables: dict[str, torch.Tensor], logprobs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def _choose(self, tables: dict[str, torch.Tensor], logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The first token, in permutation order, whose cumulative probability exceeds ``u``.
 
         Why two levels: a float64 cumsum over the whole vocabulary was most of the
@@ -502,9 +509,9 @@ class ITS(_KeySequenceWatermark):
         float64 cumsum is taken: the same choice, an order of magnitude fewer serial adds.
         """
         order = tables["order"]
-        vocab, batch = order.numel(), logprobs.shape[0]
+        vocab, batch = order.numel(), logits.shape[0]
         n_blocks = -(-vocab // ITS_BLOCK)
-        probs = logprobs.index_select(1, order).exp()  # rank order
+        probs = torch.softmax(logits, dim=-1).index_select(1, order)  # rank order
         probs = torch.nn.functional.pad(probs, (0, n_blocks * ITS_BLOCK - vocab)).view(batch, n_blocks, ITS_BLOCK)
         block_cdf = probs.sum(dim=-1, dtype=torch.float64).cumsum(dim=-1)  # (B, blocks)
         target = tables["u"].index_select(0, rows) * block_cdf[:, -1]  # u times the total mass

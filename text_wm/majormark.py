@@ -23,7 +23,8 @@ Vocabulary partition (all keyed integer hashes from :mod:`text_wm.hashing`)
     MajorMark+: ``b = block_bits``). A position belongs to block ``j = H_blk(ctx) mod B``
     (so every block's tokens are spread over the whole text). With ``m_j`` the majority
     bit of block ``j`` (ties go to 1), every vocabulary token ``v`` falls into sublist
-    ``i = H(ctx, 2 j + m_j, v) mod b``; the preferred set is the union of the sublists
+    ``i = bucket_b(H(ctx, 2 j + m_j, v))`` (the hash's top 16 bits scaled to ``[0, b)``,
+    :func:`text_wm.hashing.bucket`); the preferred set is the union of the sublists
     whose bit equals the majority, ``{v : w_{j,i} = m_j}``, a fraction
     ``gamma_j = #{i : w_{j,i} = m_j} / b >= 1/2`` of the vocabulary, and generation adds
     ``delta`` to its logits. The hash words are drawn per layout ``(L, b)``, so MajorMark
@@ -78,7 +79,9 @@ Decoding
 
 Detection (needs no knowledge of the message)
     H0: the text was written without the key. Then each distinct (context, token)
-    pair's block and sublist are independent uniform hash draws, so for each block and
+    pair's block and sublist are independent uniform hash draws (the sublist up to a
+    relative deviation of ``b / 2**16`` from ``bucket``, negligible beside the test's own
+    approximation), so for each block and
     each majority family the sublist counts are Multinomial(T_j, 1/b), and Pearson's
     ``X^2 = sum_i (n_i - T_j/b)^2 / (T_j/b)`` is approximately chi2(b - 1) (its exact
     mean is ``b - 1`` and its variance ``2(b-1)(1 - 1/T_j)``, so the body fits even for
@@ -170,7 +173,7 @@ from provenance.codes.reed_solomon import ReedSolomonCode, ReedSolomonDecodeErro
 from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
 from text_wm.base import TokenInput, as_token_ids, pad_scores, vocab_size_of
-from text_wm.hashing import MASK32, combine, context_windows, key_words, mix32, to_bits
+from text_wm.hashing import bucket, combine, context_windows, key_words, mix32, to_bits
 
 PayloadInput = bytes | bytearray | str
 
@@ -437,8 +440,8 @@ class MajorMark:
         """
         family = combine(ctx, 2 * block + maj, words[2])
         if tokens.dtype == torch.int32:
-            return (combine(to_bits(family), tokens, words[3]).long() & MASK32) % self.bits_per_block
-        return combine(family, tokens, words[3]) % self.bits_per_block
+            family = to_bits(family)
+        return bucket(combine(family, tokens, words[3]), self.bits_per_block)
 
     # -- generation -------------------------------------------------------------------------
     def processor(self, key: WatermarkKey, vocab: Any,
@@ -721,9 +724,10 @@ class MajorMarkLogitsProcessor(LogitsProcessor):
         vocab = torch.arange(self.vocab_size, dtype=torch.int32, device=device).unsqueeze(0)
         idx = self.scheme.sublist(ctx.unsqueeze(1), block.unsqueeze(1), maj.unsqueeze(1), vocab, self.hash_words)
         # the b sublists' biases per row (delta where the sublist's bit is the majority), then one
-        # gather by sublist index: cheaper than bit arithmetic on the (R, V) index tensor
+        # lookup by sublist index (int32 indices into the flattened (R, b) table: no int64 copy)
         sublist_bias = (blocks[row, block] == maj.unsqueeze(1)).to(scores.dtype) * self.scheme.delta  # (R, b)
-        bias = torch.gather(sublist_bias, 1, idx)  # (R, V)
+        flat = idx + (row * self.scheme.bits_per_block).to(torch.int32).unsqueeze(1)
+        bias = sublist_bias.view(-1).index_select(0, flat.view(-1)).view(rows, -1)  # (R, V)
         return scores + pad_scores(scores, bias, 0.0)
 
 
