@@ -8,8 +8,8 @@ error with exit code 2. Arguments are checked before any model loads.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 

@@ -98,12 +98,9 @@ def perplexities(model, tokenizer, texts: Sequence[str], batch: int = 8) -> np.n
     """
     out = []
     for start in range(0, len(texts), batch):
-        encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start : start + batch]]
-        width = max(len(e) for e in encoded)
-        ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, e in enumerate(encoded):
-            ids[row, : len(e)], mask[row, : len(e)] = torch.tensor(e), 1
+        encoded = tokenizer(list(texts[start : start + batch]), add_special_tokens=False, padding=True,
+                            padding_side="right", return_tensors="pt")
+        ids, mask = encoded["input_ids"], encoded["attention_mask"]
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
         scored = mask[:, 1:].float()

@@ -260,8 +260,9 @@ def train_vae_cycle(args: argparse.Namespace) -> None:
         rec = vae.decode(post.sample()).sample.float()
         with torch.no_grad():
             old = frozen_encoder.encode(x).latent_dist.mean
-        generated = random_latent_crops(pool[torch.randint(len(pool), (args.batch // 2,), generator=g)], crop, g)
-        noisy = old[: args.batch // 2] + 0.5 * spread * torch.randn(old[: args.batch // 2].shape, generator=g)
+        half = args.batch // 2
+        generated = random_latent_crops(pool[torch.randint(len(pool), (half,), generator=g)], crop, g)
+        noisy = old[:half] + 0.5 * spread * torch.randn(old[:half].shape, generator=g)
         z = torch.cat([generated, noisy])
         back = vae.encode(round_through(vae.decode(z).sample.float())).latent_dist.mean.float()
         out = {"mse": F.mse_loss(rec, x), "l1": F.l1_loss(rec, x),
