@@ -141,7 +141,10 @@ def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
 @click.option("--seed", default=None, type=int, help="Sampling seed for reproducible output.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write JSON lines here instead of stdout.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_new_tokens, temperature, chat, seed, out, force):
+@click.option("--compile", "compile_kernels", is_flag=True,
+              help="Fuse the watermark's per-step work with torch.compile (KGW, MajorMark): 10-25 s once, then faster.")
+def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_new_tokens, temperature, chat, seed, out,
+                  force, compile_kernels):
     """Generate watermarked text with a local LLM (default SmolLM2-135M)."""
     quiet_libraries()
     from provenance.models import load_text_model
@@ -155,6 +158,8 @@ def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_ne
         check_new_output(out_path, force)
     watermark = get_scheme(scheme)
     processor_kwargs = {"payload": payload} if payload is not None else {}
+    if compile_kernels:
+        processor_kwargs["compile"] = True
     lm, tokenizer = load_text_model(model)
     records = generate_watermarked(
         lm, tokenizer, prompts, watermark, key, chat=chat, seed=seed,

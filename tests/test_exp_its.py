@@ -141,7 +141,7 @@ def test_sampler_is_distortion_free(scheme) -> None:
     n, probs = 20000, torch.tensor([0.4, 0.25, 0.15, 0.1, 0.06, 0.04, 0.0])
     wide = type(scheme)(key_length=n)
     tables = wide.key_tables(WatermarkKey.from_seed("distortion"), probs.numel(), "cpu")
-    tokens = wide._choose(tables, probs.log().expand(n, -1), torch.arange(n))
+    tokens = wide.choose(tables, probs.log().expand(n, -1), torch.arange(n))
     counts = torch.bincount(tokens, minlength=probs.numel()).double()
     assert counts[-1] == 0
     chi2 = float((((counts[:-1] - n * probs[:-1]) ** 2) / (n * probs[:-1])).sum())

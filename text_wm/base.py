@@ -10,6 +10,9 @@ Every scheme offers:
   token their sampler picked, so generation still goes through ``generate``);
 - ``detect(tokens, key, tokenizer=None) -> DetectionResult`` with a real p-value;
 - multi-bit schemes add ``decode(tokens, key, tokenizer=None)``.
+
+``processor`` also takes ``compile=True`` to fuse the step's vocabulary-wide work
+(:mod:`text_wm.kernels`).
 """
 
 from __future__ import annotations

@@ -59,7 +59,11 @@ def _xorshift16_(x: torch.Tensor) -> torch.Tensor:
 
     A logical shift by 16 XOR-ed in only changes the low 16-bit half, by the high half: one
     strided int16 pass instead of an arithmetic shift, a mask and an XOR over the whole tensor.
+    Under ``torch.compile`` the plain form is used: it fuses into the surrounding loop, which
+    the int16 view would break.
     """
+    if torch.compiler.is_compiling():
+        return x.bitwise_xor_((x >> 16) & 0xFFFF)
     halves = x.view(torch.int16).view(*x.shape, 2)
     halves[..., _LOW_HALF].bitwise_xor_(halves[..., 1 - _LOW_HALF])
     return x
@@ -81,12 +85,35 @@ def key_words(key: WatermarkKey, purpose: str, count: int = 4) -> list[int]:
 def combine(acc: torch.Tensor, value: torch.Tensor, word: int) -> torch.Tensor:
     """Fold ``value`` into the running hash ``acc`` under a secret word (order-sensitive).
 
-    Both int64 (exact values) or both int32 (bit patterns, see ``mix32``).
+    Both int64 (exact values) or both int32 (bit patterns, see ``mix32``). It is
+    ``fold(keyed(acc, word), value)``; generation calls the halves separately so the keyed,
+    per-row half stays out of the vocabulary-wide kernels.
+    """
+    return fold(keyed(acc, word), value)
+
+
+def keyed(acc: torch.Tensor, word: int | torch.Tensor) -> torch.Tensor:
+    """The first half of :func:`combine`: ``mix32(acc ^ word)``.
+
+    ``word`` may be a tensor already in ``acc``'s representation (:func:`word_bits`): compiled
+    kernels take key words as tensors, so a new key does not recompile them.
     """
     if acc.dtype == torch.int32:
-        inner = _mix32_bits_((acc ^ _signed_word(word)).contiguous())
+        bits = word if isinstance(word, torch.Tensor) else _signed_word(word)
+        return _mix32_bits_((acc ^ bits).contiguous())
+    return mix32(acc ^ word)
+
+
+def word_bits(words: list[int], device: torch.device | str | None = None) -> torch.Tensor:
+    """Secret 32-bit words as an int32 tensor of their bit patterns."""
+    return torch.tensor([_signed_word(w) for w in words], dtype=torch.int32, device=device)
+
+
+def fold(inner: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """The second half of :func:`combine`: ``mix32(inner + value)``, with no key material."""
+    if inner.dtype == torch.int32:
         return _mix32_bits_((inner + value).contiguous())
-    return mix32(mix32(acc ^ word) + (value & MASK32))
+    return mix32(inner + (value & MASK32))
 
 
 def below(h: torch.Tensor, threshold: int) -> torch.Tensor:

@@ -37,8 +37,11 @@ from transformers import LogitsProcessor
 from provenance import stats
 from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
-from text_wm.base import TokenInput, as_token_ids, pad_scores, vocab_size_of
-from text_wm.hashing import below, combine, context_windows, fill_like, key_words, to_bits, unsigned_min
+from text_wm.base import TokenInput, as_token_ids, vocab_size_of
+from text_wm.hashing import (
+    below, combine, context_windows, fill_like, fold, key_words, keyed, to_bits, unsigned_min, word_bits,
+)
+from text_wm.kernels import kernel
 
 Seeding = Literal["lefthash", "selfhash"]
 
@@ -75,9 +78,7 @@ class KGW:
         """
         w = key_words(key, f"kgw-{self.seeding}")
         if self.seeding == "lefthash":
-            acc = torch.full(windows.shape[:-1], w[0], dtype=torch.long, device=windows.device)
-            for position in range(windows.shape[-1]):
-                acc = combine(acc, windows[..., position].long(), w[1])
+            acc = _lefthash_seed(w, windows)
             return to_bits(acc) if windows.dtype == torch.int32 else acc
         # selfhash: anchored min-hash over the window and the candidate itself, anchored on the candidate.
         # Each member's own hash depends on the member alone: hash before broadcasting.
@@ -92,15 +93,18 @@ class KGW:
         return int(self.gamma * 2**32)
 
     def green_mask(self, key: WatermarkKey, windows: torch.Tensor, vocab_size: int) -> torch.Tensor:
-        """(B, width) context windows -> (B, V) boolean green mask over the vocabulary."""
-        # int32 bit patterns: the same hashes as detection's int64 path, 8x faster per step
+        """(B, width) context windows -> (B, V) boolean green mask: the detector's hashing, vocabulary-wide.
+
+        The reference the generation kernels are tested against (they must equal it bit for bit).
+        """
         vocab = torch.arange(vocab_size, dtype=torch.int32, device=windows.device).unsqueeze(0)
         seed = self.prf_seed(key, windows.to(torch.int32).unsqueeze(1), vocab)
         return below(self.green_hash(seed, vocab, key), self._threshold())
 
     # -- generation -------------------------------------------------------------------
-    def processor(self, key: WatermarkKey, vocab: Any) -> "KGWLogitsProcessor":
-        return KGWLogitsProcessor(self, key, vocab_size_of(vocab))
+    def processor(self, key: WatermarkKey, vocab: Any, *, compile: bool = False) -> "KGWLogitsProcessor":
+        """A logits processor for ``model.generate``; ``compile=True`` fuses it (see ``text_wm.kernels``)."""
+        return KGWLogitsProcessor(self, key, vocab_size_of(vocab), compile=compile)
 
     # -- detection --------------------------------------------------------------------
     def detect(
@@ -193,16 +197,78 @@ def _first_occurrences(owner: torch.Tensor, seed: torch.Tensor, targets: torch.T
 
 
 class KGWLogitsProcessor(LogitsProcessor):
-    """Adds ``delta`` to the green tokens of each row's current context."""
+    """Adds ``delta`` to the green tokens of each row's current context.
 
-    def __init__(self, scheme: KGW, key: WatermarkKey, vocab_size: int) -> None:
-        self.scheme, self.key, self.vocab_size = scheme, key, vocab_size
+    Per step, the key-dependent hashing of each row's context runs here on ``(rows, width)``
+    ids; the vocabulary-wide rest is one kernel (:mod:`text_wm.kernels`). The output equals
+    ``scheme.green_mask``, the detector's own hashing, bit for bit.
+    """
+
+    def __init__(self, scheme: KGW, key: WatermarkKey, vocab_size: int, *, compile: bool = False) -> None:
+        self.scheme, self.vocab_size = scheme, vocab_size
         self.settings: dict[str, Any] = {}
+        seed_words = key_words(key, f"kgw-{scheme.seeding}")
+        colour = key_words(key, "kgw-colour")[0]
+        self._threshold = scheme._threshold()
+        if scheme.seeding == "lefthash":
+            self._seed_words, self._colour = seed_words, colour
+            self._bias = kernel(_lefthash_bias, compile)
+        else:
+            # combine(combine(w0, m, w1), t, w2) == fold(keyed(fold(c1, m), w2), t) with c1 = keyed(w0, w1)
+            c1 = keyed(torch.tensor(seed_words[0], dtype=torch.long), seed_words[1])
+            self._seed_words = seed_words
+            self._words = word_bits([int(c1), seed_words[2], colour])
+            self._bias = kernel(_selfhash_bias, compile)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         h = self.scheme.context_width
         if input_ids.shape[1] < h:
             return scores
-        green = self.scheme.green_mask(self.key, input_ids[:, -h:], self.vocab_size)
-        bias = pad_scores(scores, green.to(scores.dtype), 0.0)
-        return scores.add(bias, alpha=self.scheme.delta)
+        windows = input_ids[:, -h:]
+        if self.scheme.seeding == "lefthash":
+            seed = _lefthash_seed(self._seed_words, windows)
+            inner = keyed(to_bits(seed), self._colour).unsqueeze(1)  # (R, 1)
+            return self._bias(scores, inner, self.vocab_size, self._threshold, self.scheme.delta)
+        w = self._seed_words
+        members = combine(torch.full_like(windows, w[0]), windows, w[1])  # each window member's own hash
+        member_inner = keyed(to_bits(members), w[2])  # (R, h)
+        words = self._words.to(scores.device)
+        return self._bias(scores, member_inner, words, self.vocab_size, self._threshold, self.scheme.delta)
+
+
+def _lefthash_seed(words: list[int], windows: torch.Tensor) -> torch.Tensor:
+    """int64 seeds ``(...)`` of ``(..., width)`` context windows: their ids folded in order."""
+    acc = torch.full(windows.shape[:-1], words[0], dtype=torch.long, device=windows.device)
+    for position in range(windows.shape[-1]):
+        acc = combine(acc, windows[..., position].long(), words[1])
+    return acc
+
+
+def _green_biased(scores: torch.Tensor, vocab: torch.Tensor, green: torch.Tensor, vocab_size: int,
+                  delta: float) -> torch.Tensor:
+    """``scores + delta`` where green; ids past the scheme's vocabulary (padded logits) are left alone."""
+    if scores.shape[-1] > vocab_size:
+        green = green & (vocab < vocab_size)
+    return torch.where(green, scores + delta, scores)
+
+
+def _lefthash_bias(scores: torch.Tensor, inner: torch.Tensor, vocab_size: int, threshold: int,
+                   delta: float) -> torch.Tensor:
+    """Kernel: a token is green when ``fold(inner, token)`` (its colour hash) is below the threshold."""
+    vocab = torch.arange(scores.shape[-1], dtype=torch.int32, device=scores.device)
+    return _green_biased(scores, vocab, below(fold(inner, vocab), threshold), vocab_size, delta)
+
+
+def _selfhash_bias(scores: torch.Tensor, member_inner: torch.Tensor, words: torch.Tensor, vocab_size: int,
+                   threshold: int, delta: float) -> torch.Tensor:
+    """Kernel: the anchored min-hash seed of (window, candidate) for every candidate, then its colour.
+
+    ``member_inner`` ``(R, h)``: each window member's hash keyed for the anchor; ``words``:
+    the bit patterns of ``keyed(w0, w1)``, ``w2`` and the colour word.
+    """
+    vocab = torch.arange(scores.shape[-1], dtype=torch.int32, device=scores.device)
+    own = fold(keyed(fold(words[0], vocab), words[1]), vocab)  # the candidate as its own window member
+    anchored = fold(member_inner.unsqueeze(-1), vocab)  # (R, h, V)
+    seed = unsigned_min(torch.cat([anchored, own.expand(anchored.shape[0], 1, -1)], dim=1), dim=1)
+    green = below(fold(keyed(seed, words[2]), vocab), threshold)
+    return _green_biased(scores, vocab, green, vocab_size, delta)

@@ -172,8 +172,9 @@ from transformers import LogitsProcessor
 from provenance.codes.reed_solomon import ReedSolomonCode, ReedSolomonDecodeError
 from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
-from text_wm.base import TokenInput, as_token_ids, pad_scores, vocab_size_of
-from text_wm.hashing import bucket, combine, context_windows, key_words, mix32, to_bits
+from text_wm.base import TokenInput, as_token_ids, vocab_size_of
+from text_wm.hashing import bucket, combine, context_windows, fold, key_words, keyed, mix32, to_bits
+from text_wm.kernels import kernel
 
 PayloadInput = bytes | bytearray | str
 
@@ -438,22 +439,28 @@ class MajorMark:
 
         int32 ``tokens`` select the fast bit-pattern hashing (generation's vocabulary-wide path).
         """
+        return bucket(fold(self.sublist_inner(ctx, block, maj, words, tokens.dtype), tokens), self.bits_per_block)
+
+    def sublist_inner(self, ctx: torch.Tensor, block: torch.Tensor, maj: torch.Tensor, words: list[int],
+                      dtype: torch.dtype = torch.long) -> torch.Tensor:
+        """The keyed half of :meth:`sublist` (``fold`` with a token completes it), in ``dtype``'s representation."""
         family = combine(ctx, 2 * block + maj, words[2])
-        if tokens.dtype == torch.int32:
-            family = to_bits(family)
-        return bucket(combine(family, tokens, words[3]), self.bits_per_block)
+        return keyed(to_bits(family) if dtype == torch.int32 else family, words[3])
 
     # -- generation -------------------------------------------------------------------------
-    def processor(self, key: WatermarkKey, vocab: Any,
-                  payload: PayloadInput | list[PayloadInput] | None = None) -> "MajorMarkLogitsProcessor":
-        """A logits processor embedding ``payload`` (bytes or hex), or one payload per batch row."""
+    def processor(self, key: WatermarkKey, vocab: Any, payload: PayloadInput | list[PayloadInput] | None = None,
+                  *, compile: bool = False) -> "MajorMarkLogitsProcessor":
+        """A logits processor embedding ``payload`` (bytes or hex), or one payload per batch row.
+
+        ``compile=True`` fuses its vocabulary-wide step (see :mod:`text_wm.kernels`).
+        """
         if payload is None:
             raise ValueError(f"{self.name} embeds a message: pass payload= ({self.payload_bits // 8} bytes or hex)")
         payloads = payload if isinstance(payload, list) else [payload]
         if not payloads:
             raise ValueError("empty payload list")
         words = np.stack([self.embedded_word(p, key) for p in payloads])
-        return MajorMarkLogitsProcessor(self, key, vocab_size_of(vocab), torch.from_numpy(words).long())
+        return MajorMarkLogitsProcessor(self, key, vocab_size_of(vocab), torch.from_numpy(words).long(), compile=compile)
 
     # -- counting -----------------------------------------------------------------------------
     def sublist_counts(self, tokens: torch.Tensor, key: WatermarkKey) -> tuple[torch.Tensor, torch.Tensor]:
@@ -697,15 +704,21 @@ class MajorMark:
 
 
 class MajorMarkLogitsProcessor(LogitsProcessor):
-    """Adds ``delta`` to each row's preferred set for its current context and block."""
+    """Adds ``delta`` to each row's preferred set for its current context and block.
 
-    def __init__(self, scheme: MajorMark, key: WatermarkKey, vocab_size: int, words: torch.Tensor) -> None:
-        self.scheme, self.key, self.vocab_size = scheme, key, vocab_size
+    Per step, each row's context, block and majority bit are hashed here; the vocabulary-wide
+    sublist lookup is one kernel (:mod:`text_wm.kernels`).
+    """
+
+    def __init__(self, scheme: MajorMark, key: WatermarkKey, vocab_size: int, words: torch.Tensor, *,
+                 compile: bool = False) -> None:
+        self.scheme, self.vocab_size = scheme, vocab_size
         B, b = scheme.n_blocks, scheme.bits_per_block
         self.blocks = words.view(-1, B, b)  # (P, B, b) embedded bits per payload row
         self.block_majority = (2 * self.blocks.sum(dim=-1) >= b).long()  # (P, B)
         self.hash_words = scheme._words(key)
         self.settings: dict[str, Any] = {}
+        self._bias = kernel(_preferred_bias, compile)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         h = self.scheme.context_width
@@ -721,14 +734,27 @@ class MajorMarkLogitsProcessor(LogitsProcessor):
         block = self.scheme.block_of(ctx, self.hash_words)  # (R,)
         row = torch.arange(rows, device=device)
         maj = majority[row, block]  # (R,)
-        vocab = torch.arange(self.vocab_size, dtype=torch.int32, device=device).unsqueeze(0)
-        idx = self.scheme.sublist(ctx.unsqueeze(1), block.unsqueeze(1), maj.unsqueeze(1), vocab, self.hash_words)
-        # the b sublists' biases per row (delta where the sublist's bit is the majority), then one
-        # lookup by sublist index (int32 indices into the flattened (R, b) table: no int64 copy)
+        inner = self.scheme.sublist_inner(ctx, block, maj, self.hash_words, torch.int32).unsqueeze(1)  # (R, 1)
+        # the b sublists' biases per row: delta where the sublist's bit is the majority
         sublist_bias = (blocks[row, block] == maj.unsqueeze(1)).to(scores.dtype) * self.scheme.delta  # (R, b)
-        flat = idx + (row * self.scheme.bits_per_block).to(torch.int32).unsqueeze(1)
-        bias = sublist_bias.view(-1).index_select(0, flat.view(-1)).view(rows, -1)  # (R, V)
-        return scores + pad_scores(scores, bias, 0.0)
+        return self._bias(scores, inner, sublist_bias, self.vocab_size)
+
+
+def _preferred_bias(scores: torch.Tensor, inner: torch.Tensor, sublist_bias: torch.Tensor,
+                    vocab_size: int) -> torch.Tensor:
+    """Kernel: each token's sublist ``bucket(fold(inner, token))``, then that sublist's bias.
+
+    The lookup is one int32 ``index_select`` into the flattened ``(R, b)`` table (no int64
+    index copy); ids past the scheme's vocabulary (padded logits) are left alone.
+    """
+    rows, n_sublists = sublist_bias.shape
+    vocab = torch.arange(scores.shape[-1], dtype=torch.int32, device=scores.device)
+    idx = bucket(fold(inner, vocab), n_sublists)
+    offsets = torch.arange(0, rows * n_sublists, n_sublists, dtype=torch.int32, device=scores.device)
+    bias = sublist_bias.reshape(-1).index_select(0, (idx + offsets.unsqueeze(1)).view(-1)).view(rows, -1)
+    if scores.shape[-1] > vocab_size:
+        bias = bias.masked_fill(vocab >= vocab_size, 0.0)
+    return scores + bias
 
 
 def MajorMarkPlus(**kwargs: Any) -> MajorMark:
