@@ -185,16 +185,6 @@ def image_quality(original: np.ndarray, attacked: np.ndarray) -> dict[str, float
 
 
 # -- image targets ----------------------------------------------------------------------
-@lru_cache(maxsize=2)
-def reference_pipe(model: str | None = None) -> Any:
-    """The text-to-image pipeline (reference model unless ``model`` names a local diffusers folder), loaded once."""
-    from image_wm.reference import load_text_to_image
-    from provenance.models import quiet_libraries
-
-    quiet_libraries()
-    return load_text_to_image(path=model)
-
-
 def audit_prompts(n: int, seed: int) -> list[str]:
     """``n`` captions of seeded procedural scenes: prompts the reference model was built for."""
     from image_wm.reference import scenes
@@ -218,7 +208,9 @@ class ImageTarget:
     @property
     def pipe(self) -> Any:
         if self._pipe is None:
-            self._pipe = reference_pipe(self._model)
+            from image_wm.reference import load_text_to_image, shared
+
+            self._pipe = shared(load_text_to_image, self._model)
         return self._pipe
 
     def plain_images(self, prompts: list[str], seed: int) -> np.ndarray:
@@ -430,14 +422,18 @@ class VideoTarget:
         self.key, self.key_id = key, key.key_id
         self._pipe, self._model, self.frames = pipe, model, frames
         self.steps = DEFAULT_STEPS if steps is None else int(steps)
+        self._wrapped: Any = None
 
     @property
     def wrapped(self) -> Any:
-        from image_wm.video import WatermarkedVideoPipeline
+        """The watermarking video pipeline, built on first use."""
+        if self._wrapped is None:
+            from image_wm.reference import load_text_to_video, shared
+            from image_wm.video import WatermarkedVideoPipeline
 
-        if self._pipe is None:
-            self._pipe = reference_video_pipe(self._model)
-        return WatermarkedVideoPipeline(self._pipe, self.key)
+            pipe = self._pipe if self._pipe is not None else shared(load_text_to_video, self._model)
+            self._wrapped = WatermarkedVideoPipeline(pipe, self.key)
+        return self._wrapped
 
     def make(self, n: int, seed: int) -> Items:
         from image_wm.pipeline import DEFAULT_GUIDANCE, initial_noise
@@ -467,16 +463,6 @@ class VideoTarget:
         from image_wm.image_io import write_image
 
         return write_image(path_stem.with_suffix(".png"), np.concatenate(list(item), axis=1)).name  # frames side by side
-
-
-@lru_cache(maxsize=2)
-def reference_video_pipe(model: str | None = None) -> Any:
-    """The text-to-video pipeline (reference model unless ``model`` names a local diffusers folder), loaded once."""
-    from image_wm.reference import load_text_to_video
-    from provenance.models import quiet_libraries
-
-    quiet_libraries()
-    return load_text_to_video(path=model)
 
 
 def video_prompts(n: int, seed: int) -> list[str]:

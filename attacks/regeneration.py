@@ -71,11 +71,10 @@ def noise_generators(seed: int, count: int, stage: int = 0) -> list[torch.Genera
             for i in range(count)]
 
 
-@lru_cache(maxsize=1)
 def _reference_text_to_image():
-    from image_wm.reference import load_text_to_image
+    from image_wm.reference import load_text_to_image, shared
 
-    return load_text_to_image()
+    return shared(load_text_to_image)
 
 
 def _quiet(pipe):
@@ -106,16 +105,11 @@ def img2img_pipeline(pipe: Any = None):
     return _converted(StableDiffusionImg2ImgPipeline, pipe)
 
 
-@lru_cache(maxsize=1)
-def _reference_captioner():
-    from image_wm.reference import load_captioner
-
-    return load_captioner()
-
-
 def default_captioner(captioner: Any = None):
     """``captioner`` if given, else the reference scene captioner (loaded once per process)."""
-    return _reference_captioner() if captioner is None else captioner
+    from image_wm.reference import load_captioner, shared
+
+    return shared(load_captioner) if captioner is None else captioner
 
 
 def model_side(pipe: Any) -> int:

@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from attacks.text_edits import random_token_edits  # noqa: E402
+from benchmarks.lm_scoring import continuation_nll  # noqa: E402
 from benchmarks.report import write_section  # noqa: E402
 from provenance.keys import WatermarkKey  # noqa: E402
 from provenance.models import load_text_model  # noqa: E402
@@ -137,18 +138,13 @@ def timed_overhead(model, tokenizer, scheme, key, chunk, pairs=8, tokens=64, com
 
 
 def perplexity(model, tokenizer, all_prompts, generations) -> float:
-    """Mean per-token perplexity of the generated continuations given their chat prompts."""
+    """Perplexity of all generated continuations together, each given its chat prompt."""
     from text_wm.generate import format_prompts
 
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for prompt, ids in zip(format_prompts(tokenizer, all_prompts, True), generations):
-            context = torch.tensor(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-            full = torch.cat([context, ids]).unsqueeze(0)
-            logits = model(full).logits[0, len(context) - 1 : -1].float()
-            nll = torch.nn.functional.cross_entropy(logits, ids, reduction="sum")
-            total, count = total + float(nll), count + len(ids)
-    return math.exp(total / max(count, 1))
+    contexts = [torch.tensor(tokenizer(p, add_special_tokens=False)["input_ids"])
+                for p in format_prompts(tokenizer, all_prompts, True)]
+    sums, counts = continuation_nll(model, contexts, generations)
+    return math.exp(sums.sum() / max(counts.sum(), 1))
 
 
 def detect_rate(scheme, key, tokenizer, sequences, fpr=0.01) -> float:

@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import attacks  # noqa: E402
+from benchmarks.lm_scoring import continuation_nll  # noqa: E402
 from benchmarks.report import write_section  # noqa: E402
 from provenance.keys import WatermarkKey  # noqa: E402
 from provenance.models import load_embedder, load_text_model, quiet_libraries  # noqa: E402
@@ -91,21 +92,14 @@ def p_values(scheme: BlackBoxWatermark, key: WatermarkKey, texts: Sequence[str])
 
 
 @torch.inference_mode()
-def perplexities(model, tokenizer, texts: Sequence[str], batch: int = 8) -> np.ndarray:
+def perplexities(model, tokenizer, texts: Sequence[str]) -> np.ndarray:
     """Perplexity of each whole text under ``model``: exp of the mean NLL of its tokens after the first.
 
     No prompt and no special tokens, so original and marked text are scored the same way.
     """
-    out = []
-    for start in range(0, len(texts), batch):
-        encoded = tokenizer(list(texts[start : start + batch]), add_special_tokens=False, padding=True,
-                            padding_side="right", return_tensors="pt")
-        ids, mask = encoded["input_ids"], encoded["attention_mask"]
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-        scored = mask[:, 1:].float()
-        out.extend(torch.exp((nll * scored).sum(1) / scored.sum(1)).tolist())
-    return np.array(out)
+    ids = [torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    sums, counts = continuation_nll(model, [t[:1] for t in ids], [t[1:] for t in ids])
+    return np.exp(sums / counts)
 
 
 def mark_all(scheme: BlackBoxWatermark, key: WatermarkKey, texts: Sequence[str]) -> tuple[list[MarkedText], float]:

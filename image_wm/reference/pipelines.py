@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,7 +23,7 @@ from image_wm.reference.captioner import SceneCaptioner
 from provenance.device import resolve_device
 from provenance.models import ModelNotFoundError
 
-__all__ = ["load_text_to_image", "load_img2img", "load_text_to_video", "load_captioner", "REFERENCE_GUIDANCE"]
+__all__ = ["load_text_to_image", "load_img2img", "load_text_to_video", "load_captioner", "shared", "REFERENCE_GUIDANCE"]
 
 # Classifier-free guidance the latent watermark schemes should generate with: low guidance keeps
 # samples on the VAE's latent manifold, which is what makes DDIM inversion recover the noise.
@@ -100,3 +103,15 @@ def load_captioner(device: str | torch.device | None = None, path: str | os.Path
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(f"{folder} holds no captioner (config.json missing)")
     return SceneCaptioner.load(folder, resolve_device(device))
+
+
+@lru_cache(maxsize=8)
+def shared(load: Callable[..., Any], path: str | None = None) -> Any:
+    """``load(path=path)`` on the default device, once per process: attacks and audits reuse one copy.
+
+    Library logging is quietened first (loading is where diffusers and transformers chatter).
+    """
+    from provenance.models import quiet_libraries
+
+    quiet_libraries()
+    return load(path=path)

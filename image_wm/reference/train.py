@@ -147,12 +147,16 @@ def final_model(name: str, model: torch.nn.Module, args: argparse.Namespace) -> 
 # --------------------------------------------------------------------------- VAE
 
 
-def random_crops(x: torch.Tensor, size: int, seed: int) -> torch.Tensor:
-    """One random ``size`` x ``size`` crop per image (grid-aligned to the VAE's factor 4)."""
+def random_crops(x: torch.Tensor, size: int, seed: int, grid: int = 4) -> torch.Tensor:
+    """One random ``size`` x ``size`` crop per item, at offsets on a ``grid`` lattice.
+
+    Images use ``grid=4`` (the VAE's factor, so a crop's latent is the image latent's window);
+    latents use ``grid=1``.
+    """
     if size >= x.shape[-1]:
         return x
     rng = np.random.default_rng(seed)
-    offsets = rng.integers(0, (x.shape[-1] - size) // 4 + 1, size=(len(x), 2)) * 4
+    offsets = rng.integers(0, (x.shape[-1] - size) // grid + 1, size=(len(x), 2)) * grid
     return torch.stack([img[:, i:i + size, j:j + size] for img, (i, j) in zip(x, offsets)])
 
 
@@ -220,12 +224,6 @@ def generated_latent_pool(args: argparse.Namespace) -> torch.Tensor:
     return pool
 
 
-def random_latent_crops(z: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
-    """One random ``size`` x ``size`` window per latent."""
-    offsets = torch.randint(0, z.shape[-1] - size + 1, (len(z), 2), generator=g).tolist()
-    return torch.stack([lat[:, i:i + size, j:j + size] for lat, (i, j) in zip(z, offsets)])
-
-
 def train_vae_cycle(args: argparse.Namespace) -> None:
     """Joint encoder/decoder fine-tune so that encode(8-bit(decode(z))) returns z for generated z.
 
@@ -261,7 +259,7 @@ def train_vae_cycle(args: argparse.Namespace) -> None:
         with torch.no_grad():
             old = frozen_encoder.encode(x).latent_dist.mean
         half = args.batch // 2
-        generated = random_latent_crops(pool[torch.randint(len(pool), (half,), generator=g)], crop, g)
+        generated = random_crops(pool[torch.randint(len(pool), (half,), generator=g)], crop, seed, grid=1)
         noisy = old[:half] + 0.5 * spread * torch.randn(old[:half].shape, generator=g)
         z = torch.cat([generated, noisy])
         back = vae.encode(round_through(vae.decode(z).sample.float())).latent_dist.mean.float()
