@@ -248,3 +248,12 @@ def test_fixed_shift_generation_is_deterministic(lm, row_router) -> None:
     for a, b in zip(first[:8], second[:8]):
         assert torch.equal(a, b)
     assert not all(torch.equal(a, b) for a, b in zip(first[8:], second[8:]))  # plain sampling differs
+
+
+@pytest.mark.parametrize("scheme", [EXP(), pytest.param(ITS(), marks=pytest.mark.slow)], ids=["exp", "its"])
+def test_empirical_fpr_on_human_text(scheme, human_passages, tokenizer) -> None:
+    """At the 1% level the false-positive rate on 500 human passages (first 200 tokens) lies in [0, 2%]."""
+    ids = [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"][:200]) for t in human_passages[:500]]
+    results = scheme.detect_batch(ids, KEY, tokenizer, fpr=0.01)
+    rate = sum(r.detected for r in results) / len(results)
+    assert len(results) == 500 and rate <= 0.02, rate
