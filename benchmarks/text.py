@@ -29,14 +29,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
+from transformers import LogitsProcessor  # noqa: E402
 
 from attacks.text_edits import random_token_edits  # noqa: E402
 from benchmarks.lm_scoring import continuation_nll  # noqa: E402
 from benchmarks.report import write_section  # noqa: E402
 from provenance.keys import WatermarkKey  # noqa: E402
 from provenance.models import load_text_model  # noqa: E402
-from transformers import LogitsProcessor  # noqa: E402
-
 from text_wm.generate import generate_watermarked  # noqa: E402
 from text_wm.registry import get_scheme  # noqa: E402
 

@@ -66,12 +66,3 @@ def as_token_ids(tokens: TokenInput, tokenizer: Any = None) -> torch.Tensor:
     if ids.numel() == 0:
         raise ValueError("cannot detect a watermark in an empty token sequence")
     return ids
-
-
-def pad_scores(scores: torch.Tensor, values: torch.Tensor, fill: float) -> torch.Tensor:
-    """Fit a per-vocabulary tensor to the model's logit width (models often pad the vocab)."""
-    width = scores.shape[-1]
-    if values.shape[-1] >= width:
-        return values[..., :width]
-    pad = values.new_full((*values.shape[:-1], width - values.shape[-1]), fill)
-    return torch.cat([values, pad], dim=-1)

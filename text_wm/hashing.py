@@ -116,6 +116,14 @@ def fold(inner: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return mix32(inner + (value & MASK32))
 
 
+def window_hash(windows: torch.Tensor, start: int, word: int) -> torch.Tensor:
+    """``(..., width)`` token windows -> ``(...)`` int64 hashes: the ids folded in order from ``start``."""
+    acc = torch.full(windows.shape[:-1], start, dtype=torch.long, device=windows.device)
+    for position in range(windows.shape[-1]):
+        acc = combine(acc, windows[..., position].long(), word)
+    return acc
+
+
 def below(h: torch.Tensor, threshold: int) -> torch.Tensor:
     """``h < threshold`` for hashes as unsigned 32-bit numbers (int64 values or int32 bits)."""
     if h.dtype != torch.int32:

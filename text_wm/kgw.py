@@ -39,7 +39,7 @@ from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
 from text_wm.base import TokenInput, as_token_ids, vocab_size_of
 from text_wm.hashing import (
-    below, combine, context_windows, fill_like, fold, key_words, keyed, to_bits, unsigned_min, word_bits,
+    below, combine, context_windows, fill_like, fold, key_words, keyed, to_bits, unsigned_min, window_hash, word_bits,
 )
 from text_wm.kernels import kernel
 
@@ -78,7 +78,7 @@ class KGW:
         """
         w = key_words(key, f"kgw-{self.seeding}")
         if self.seeding == "lefthash":
-            acc = _lefthash_seed(w, windows)
+            acc = window_hash(windows, w[0], w[1])
             return to_bits(acc) if windows.dtype == torch.int32 else acc
         # selfhash: anchored min-hash over the window and the candidate itself, anchored on the candidate.
         # Each member's own hash depends on the member alone: hash before broadcasting.
@@ -226,7 +226,7 @@ class KGWLogitsProcessor(LogitsProcessor):
             return scores
         windows = input_ids[:, -h:]
         if self.scheme.seeding == "lefthash":
-            seed = _lefthash_seed(self._seed_words, windows)
+            seed = window_hash(windows, self._seed_words[0], self._seed_words[1])
             inner = keyed(to_bits(seed), self._colour).unsqueeze(1)  # (R, 1)
             return self._bias(scores, inner, self.vocab_size, self._threshold, self.scheme.delta)
         w = self._seed_words
@@ -234,14 +234,6 @@ class KGWLogitsProcessor(LogitsProcessor):
         member_inner = keyed(to_bits(members), w[2])  # (R, h)
         words = self._words.to(scores.device)
         return self._bias(scores, member_inner, words, self.vocab_size, self._threshold, self.scheme.delta)
-
-
-def _lefthash_seed(words: list[int], windows: torch.Tensor) -> torch.Tensor:
-    """int64 seeds ``(...)`` of ``(..., width)`` context windows: their ids folded in order."""
-    acc = torch.full(windows.shape[:-1], words[0], dtype=torch.long, device=windows.device)
-    for position in range(windows.shape[-1]):
-        acc = combine(acc, windows[..., position].long(), words[1])
-    return acc
 
 
 def _green_biased(scores: torch.Tensor, vocab: torch.Tensor, green: torch.Tensor, vocab_size: int,

@@ -173,7 +173,7 @@ from provenance.codes.reed_solomon import ReedSolomonCode, ReedSolomonDecodeErro
 from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
 from text_wm.base import TokenInput, as_token_ids, vocab_size_of
-from text_wm.hashing import bucket, combine, context_windows, fold, key_words, keyed, mix32, to_bits
+from text_wm.hashing import bucket, combine, context_windows, fold, key_words, keyed, mix32, to_bits, window_hash
 from text_wm.kernels import kernel
 
 PayloadInput = bytes | bytearray | str
@@ -425,10 +425,7 @@ class MajorMark:
 
     def context_hash(self, windows: torch.Tensor, words: list[int]) -> torch.Tensor:
         """``(..., width)`` token windows -> ``(...)`` 32-bit context hashes."""
-        acc = torch.full(windows.shape[:-1], words[0], dtype=torch.long, device=windows.device)
-        for position in range(windows.shape[-1]):
-            acc = combine(acc, windows[..., position], words[1])
-        return acc
+        return window_hash(windows, words[0], words[1])
 
     def block_of(self, ctx: torch.Tensor, words: list[int]) -> torch.Tensor:
         return mix32(ctx ^ words[4]) % self.n_blocks
