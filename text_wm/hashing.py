@@ -46,12 +46,17 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     int64 input: non-negative values below 2**32, exact arithmetic. int32 input: 32-bit
     patterns, wrap-around multiplication and masked (logical) shifts; same bits, 8x faster.
     """
+    return _mix32(x, final=True)
+
+
+def _mix32(x: torch.Tensor, final: bool) -> torch.Tensor:
+    """:func:`mix32`; ``final=False`` skips the last ``x ^= x >>> 16`` (see :func:`fold_top16`)."""
     if x.dtype == torch.int32:
-        return _mix32_bits_(x.clone(memory_format=torch.contiguous_format))
+        return _mix32_bits_(x.clone(memory_format=torch.contiguous_format), final)
     x = x & MASK32
     x = ((x >> 16) ^ x) * _MULT & MASK32
     x = ((x >> 16) ^ x) * _MULT & MASK32
-    return (x >> 16) ^ x
+    return (x >> 16) ^ x if final else x
 
 
 def _xorshift16_(x: torch.Tensor) -> torch.Tensor:
@@ -69,11 +74,11 @@ def _xorshift16_(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _mix32_bits_(x: torch.Tensor) -> torch.Tensor:
+def _mix32_bits_(x: torch.Tensor, final: bool = True) -> torch.Tensor:
     """:func:`mix32` of contiguous int32 bit patterns, in place (for temporaries)."""
     _xorshift16_(x).mul_(_MULT)
     _xorshift16_(x).mul_(_MULT)
-    return _xorshift16_(x)
+    return _xorshift16_(x) if final else x
 
 
 def key_words(key: WatermarkKey, purpose: str, count: int = 4) -> list[int]:
@@ -109,11 +114,30 @@ def word_bits(words: list[int], device: torch.device | str | None = None) -> tor
     return torch.tensor([_signed_word(w) for w in words], dtype=torch.int32, device=device)
 
 
-def fold(inner: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """The second half of :func:`combine`: ``mix32(inner + value)``, with no key material."""
+def fold(inner: torch.Tensor, value: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The second half of :func:`combine`: ``mix32(inner + value)``, with no key material.
+
+    ``out``: an int32 tensor of the broadcast shape to compute in (generation's scratch).
+    """
+    return _fold(inner, value, final=True, out=out)
+
+
+def fold_top16(inner: torch.Tensor, value: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`fold` exact in its top 16 bits, all that :func:`bucket` reads.
+
+    Why: mix32's last step ``x ^= x >>> 16`` changes only the low half, so
+    ``bucket(fold_top16(a, v)) == bucket(fold(a, v))`` and one pass over the batch x
+    vocabulary array per generation step is saved.
+    """
+    return _fold(inner, value, final=False, out=out)
+
+
+def _fold(inner: torch.Tensor, value: torch.Tensor, final: bool, out: torch.Tensor | None) -> torch.Tensor:
     if inner.dtype == torch.int32:
-        return _mix32_bits_((inner + value).contiguous())
-    return mix32(inner + (value & MASK32))
+        return _mix32_bits_(torch.add(inner, value, out=out).contiguous(), final)
+    if out is not None:
+        raise ValueError("out= is for int32 bit patterns only")
+    return _mix32(inner + (value & MASK32), final)
 
 
 def window_hash(windows: torch.Tensor, start: int, word: int) -> torch.Tensor:
@@ -133,18 +157,30 @@ def below(h: torch.Tensor, threshold: int) -> torch.Tensor:
     return (h ^ _SIGN) < threshold + _SIGN
 
 
-def bucket(h: torch.Tensor, n: int) -> torch.Tensor:
+def below_(h: torch.Tensor, threshold: int) -> torch.Tensor:
+    """:func:`below` in place on int32 hash bits the caller no longer needs: int32 0/1.
+
+    For the generation kernels: no new tensor, and int32 converts to float faster than bool.
+    """
+    if threshold >= 2**32:
+        return h.fill_(1)
+    return h.bitwise_xor_(_SIGN).lt_(threshold + _SIGN)
+
+
+def bucket(h: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Map 32-bit hashes (int64 values or int32 bits) to ``[0, n)`` by their top 16 bits.
 
     Multiply-shift range reduction ``floor(h_hi * n / 2**16)``: no integer division (which
     is not vectorised on a CPU and cost a third of a vocabulary-wide generation step), the
     same integers on both representations, and every bucket gets ``floor`` or ``ceil`` of
     ``2**16 / n`` of the top-16-bit values, a relative deviation from uniform of at most
-    ``n / 2**16``. Needs ``n <= 2**15`` so int32 products do not overflow.
+    ``n / 2**16``. Needs ``n <= 2**15`` so int32 products do not overflow. ``out`` may be
+    ``h`` itself (in place, for temporaries).
     """
     if not 0 < n <= 2**15:
         raise ValueError(f"bucket count must lie in [1, 32768], got {n}")
-    return (((h >> 16) & 0xFFFF) * n) >> 16
+    # one fresh tensor (or out), then in place: each avoided temporary is a large allocation per step
+    return torch.bitwise_right_shift(h, 16, out=out).bitwise_and_(0xFFFF).mul_(n).bitwise_right_shift_(16)
 
 
 def unsigned_min(h: torch.Tensor, dim: int) -> torch.Tensor:

@@ -39,9 +39,9 @@ from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
 from text_wm.base import TokenInput, as_token_ids, vocab_size_of
 from text_wm.hashing import (
-    below, combine, context_windows, fill_like, fold, key_words, keyed, to_bits, unsigned_min, window_hash, word_bits,
+    below, below_, combine, context_windows, fill_like, fold, key_words, keyed, to_bits, unsigned_min, window_hash, word_bits,
 )
-from text_wm.kernels import kernel
+from text_wm.kernels import add_bias, kernel, scratch
 
 Seeding = Literal["lefthash", "selfhash"]
 
@@ -212,7 +212,7 @@ class KGWLogitsProcessor(LogitsProcessor):
         self._threshold = scheme._threshold()
         if scheme.seeding == "lefthash":
             self._seed_words, self._colour = seed_words, colour
-            self._bias = kernel(_lefthash_bias, compile)
+            self._bias, self._scratch = kernel(_lefthash_bias, compile), scratch(compile)
         else:
             # combine(combine(w0, m, w1), t, w2) == fold(keyed(fold(c1, m), w2), t) with c1 = keyed(w0, w1)
             c1 = keyed(torch.tensor(seed_words[0], dtype=torch.long), seed_words[1])
@@ -228,27 +228,31 @@ class KGWLogitsProcessor(LogitsProcessor):
         if self.scheme.seeding == "lefthash":
             seed = window_hash(windows, self._seed_words[0], self._seed_words[1])
             inner = keyed(to_bits(seed), self._colour).unsqueeze(1)  # (R, 1)
-            return self._bias(scores, inner, self.vocab_size, self._threshold, self.scheme.delta)
+            buffers = self._scratch.take(scores, hashes=torch.int32, bias=scores.dtype) if self._scratch is not None else {}
+            return self._bias(scores, inner, self.vocab_size, self._threshold, self.scheme.delta, **buffers)
         w = self._seed_words
         members = combine(torch.full_like(windows, w[0]), windows, w[1])  # each window member's own hash
         member_inner = keyed(to_bits(members), w[2])  # (R, h)
-        words = self._words.to(scores.device)
-        return self._bias(scores, member_inner, words, self.vocab_size, self._threshold, self.scheme.delta)
+        if self._words.device != scores.device:  # moved once, not copied every step
+            self._words = self._words.to(scores.device)
+        return self._bias(scores, member_inner, self._words, self.vocab_size, self._threshold, self.scheme.delta)
 
 
-def _green_biased(scores: torch.Tensor, vocab: torch.Tensor, green: torch.Tensor, vocab_size: int,
-                  delta: float) -> torch.Tensor:
-    """``scores + delta`` where green; ids past the scheme's vocabulary (padded logits) are left alone."""
-    if scores.shape[-1] > vocab_size:
-        green = green & (vocab < vocab_size)
-    return torch.where(green, scores + delta, scores)
+def _green_biased(scores: torch.Tensor, colour: torch.Tensor, threshold: int, vocab_size: int, delta: float,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``scores + delta`` where green: the colour hash (an int32 temporary, consumed) is below the threshold."""
+    green = below_(colour, threshold)
+    return add_bias(scores, (green.to(scores.dtype) if bias is None else bias.copy_(green)).mul_(delta), vocab_size)
 
 
-def _lefthash_bias(scores: torch.Tensor, inner: torch.Tensor, vocab_size: int, threshold: int,
-                   delta: float) -> torch.Tensor:
-    """Kernel: a token is green when ``fold(inner, token)`` (its colour hash) is below the threshold."""
+def _lefthash_bias(scores: torch.Tensor, inner: torch.Tensor, vocab_size: int, threshold: int, delta: float,
+                   hashes: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Kernel: a token is green when ``fold(inner, token)`` (its colour hash) is below the threshold.
+
+    ``hashes`` (int32) and ``bias`` (float): scratch (:class:`text_wm.kernels.Scratch`).
+    """
     vocab = torch.arange(scores.shape[-1], dtype=torch.int32, device=scores.device)
-    return _green_biased(scores, vocab, below(fold(inner, vocab), threshold), vocab_size, delta)
+    return _green_biased(scores, fold(inner, vocab, out=hashes), threshold, vocab_size, delta, bias)
 
 
 def _selfhash_bias(scores: torch.Tensor, member_inner: torch.Tensor, words: torch.Tensor, vocab_size: int,
@@ -262,5 +266,4 @@ def _selfhash_bias(scores: torch.Tensor, member_inner: torch.Tensor, words: torc
     own = fold(keyed(fold(words[0], vocab), words[1]), vocab)  # the candidate as its own window member
     anchored = fold(member_inner.unsqueeze(-1), vocab)  # (R, h, V)
     seed = unsigned_min(torch.cat([anchored, own.expand(anchored.shape[0], 1, -1)], dim=1), dim=1)
-    green = below(fold(keyed(seed, words[2]), vocab), threshold)
-    return _green_biased(scores, vocab, green, vocab_size, delta)
+    return _green_biased(scores, fold(keyed(seed, words[2]), vocab), threshold, vocab_size, delta)

@@ -173,8 +173,8 @@ from provenance.codes.reed_solomon import ReedSolomonCode, ReedSolomonDecodeErro
 from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
 from text_wm.base import TokenInput, as_token_ids, vocab_size_of
-from text_wm.hashing import bucket, combine, context_windows, fold, key_words, keyed, mix32, to_bits, window_hash
-from text_wm.kernels import kernel
+from text_wm.hashing import bucket, combine, context_windows, fold_top16, key_words, keyed, mix32, to_bits, window_hash
+from text_wm.kernels import add_bias, kernel, scratch
 
 PayloadInput = bytes | bytearray | str
 
@@ -436,7 +436,7 @@ class MajorMark:
 
         int32 ``tokens`` select the fast bit-pattern hashing (generation's vocabulary-wide path).
         """
-        return bucket(fold(self.sublist_inner(ctx, block, maj, words, tokens.dtype), tokens), self.bits_per_block)
+        return bucket(fold_top16(self.sublist_inner(ctx, block, maj, words, tokens.dtype), tokens), self.bits_per_block)
 
     def sublist_inner(self, ctx: torch.Tensor, block: torch.Tensor, maj: torch.Tensor, words: list[int],
                       dtype: torch.dtype = torch.long) -> torch.Tensor:
@@ -715,7 +715,7 @@ class MajorMarkLogitsProcessor(LogitsProcessor):
         self.block_majority = (2 * self.blocks.sum(dim=-1) >= b).long()  # (P, B)
         self.hash_words = scheme._words(key)
         self.settings: dict[str, Any] = {}
-        self._bias = kernel(_preferred_bias, compile)
+        self._bias, self._scratch = kernel(_preferred_bias, compile), scratch(compile)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         h = self.scheme.context_width
@@ -734,24 +734,23 @@ class MajorMarkLogitsProcessor(LogitsProcessor):
         inner = self.scheme.sublist_inner(ctx, block, maj, self.hash_words, torch.int32).unsqueeze(1)  # (R, 1)
         # the b sublists' biases per row: delta where the sublist's bit is the majority
         sublist_bias = (blocks[row, block] == maj.unsqueeze(1)).to(scores.dtype) * self.scheme.delta  # (R, b)
-        return self._bias(scores, inner, sublist_bias, self.vocab_size)
+        buffers = self._scratch.take(scores, hashes=torch.int32, index=torch.long, bias=scores.dtype) if self._scratch is not None else {}
+        return self._bias(scores, inner, sublist_bias, self.vocab_size, **buffers)
 
 
-def _preferred_bias(scores: torch.Tensor, inner: torch.Tensor, sublist_bias: torch.Tensor,
-                    vocab_size: int) -> torch.Tensor:
+def _preferred_bias(scores: torch.Tensor, inner: torch.Tensor, sublist_bias: torch.Tensor, vocab_size: int,
+                    hashes: torch.Tensor | None = None, index: torch.Tensor | None = None,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
     """Kernel: each token's sublist ``bucket(fold(inner, token))``, then that sublist's bias.
 
-    The lookup is one int32 ``index_select`` into the flattened ``(R, b)`` table (no int64
-    index copy); ids past the scheme's vocabulary (padded logits) are left alone.
+    ``hashes``, ``index``, ``bias``: scratch (:class:`text_wm.kernels.Scratch`), int32, int64
+    and float. The lookup is a ``gather`` from the ``(R, b)`` table: with its int64 index it
+    measured twice as fast on a CPU as an ``index_select`` with an int32 one.
     """
-    rows, n_sublists = sublist_bias.shape
     vocab = torch.arange(scores.shape[-1], dtype=torch.int32, device=scores.device)
-    idx = bucket(fold(inner, vocab), n_sublists)
-    offsets = torch.arange(0, rows * n_sublists, n_sublists, dtype=torch.int32, device=scores.device)
-    bias = sublist_bias.reshape(-1).index_select(0, (idx + offsets.unsqueeze(1)).view(-1)).view(rows, -1)
-    if scores.shape[-1] > vocab_size:
-        bias = bias.masked_fill(vocab >= vocab_size, 0.0)
-    return scores + bias
+    sublists = bucket(h := fold_top16(inner, vocab, out=hashes), sublist_bias.shape[1], out=h)
+    index = sublists.long() if index is None else index.copy_(sublists)
+    return add_bias(scores, torch.gather(sublist_bias, 1, index, out=bias), vocab_size)
 
 
 def MajorMarkPlus(**kwargs: Any) -> MajorMark:
