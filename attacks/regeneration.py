@@ -38,6 +38,7 @@ from attacks.registry import register
 from image_wm.image_io import resize_images
 from image_wm.inversion import decode_latents, encode_images
 from image_wm.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, to_uint8
+from image_wm.reference.pipelines import quiet
 
 __all__ = ["image_batch", "at_model_size", "model_side", "text_to_image_pipeline", "img2img_pipeline",
            "default_captioner", "noise_generators", "regenerate", "vae_round_trip", "regen", "rinse", "visual_paraphrase",
@@ -77,14 +78,9 @@ def _reference_text_to_image():
     return shared(load_text_to_image)
 
 
-def _quiet(pipe):
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @lru_cache(maxsize=8)
 def _converted(cls, pipe):
-    return _quiet(cls(**pipe.components))
+    return quiet(cls(**pipe.components))
 
 
 def text_to_image_pipeline(pipe: Any = None):

@@ -60,7 +60,8 @@ def _shared_modules(device: torch.device) -> dict:
     )
 
 
-def _quiet(pipe):
+def quiet(pipe):
+    """``pipe`` with its per-call progress bars off (library and audit code draw their own)."""
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -71,9 +72,9 @@ def load_text_to_image(device: str | torch.device | None = None, path: str | os.
 
     device = resolve_device(device)
     if path is not None:
-        return _quiet(_local_pipeline(StableDiffusionPipeline, path, device))
+        return quiet(_local_pipeline(StableDiffusionPipeline, path, device))
     unet = UNet2DConditionModel.from_pretrained(_weights("unet"), dtype=torch.float32).to(device).eval()
-    return _quiet(StableDiffusionPipeline(
+    return quiet(StableDiffusionPipeline(
         unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         **_shared_modules(device)))
 
@@ -83,7 +84,7 @@ def load_img2img(device: str | torch.device | None = None, path: str | os.PathLi
     from diffusers import StableDiffusionImg2ImgPipeline
 
     base = load_text_to_image(device, path)
-    return _quiet(StableDiffusionImg2ImgPipeline(**base.components))
+    return quiet(StableDiffusionImg2ImgPipeline(**base.components))
 
 
 def load_text_to_video(device: str | torch.device | None = None, path: str | os.PathLike | None = None):
@@ -92,9 +93,9 @@ def load_text_to_video(device: str | torch.device | None = None, path: str | os.
 
     device = resolve_device(device)
     if path is not None:
-        return _quiet(_local_pipeline(TextToVideoSDPipeline, path, device))
+        return quiet(_local_pipeline(TextToVideoSDPipeline, path, device))
     unet = UNet3DConditionModel.from_pretrained(_weights("unet3d"), dtype=torch.float32).to(device).eval()
-    return _quiet(TextToVideoSDPipeline(unet=unet, **_shared_modules(device)))
+    return quiet(TextToVideoSDPipeline(unet=unet, **_shared_modules(device)))
 
 
 def load_captioner(device: str | torch.device | None = None, path: str | os.PathLike | None = None) -> SceneCaptioner:
