@@ -291,7 +291,9 @@ class _KeySequenceWatermark:
         return None
 
     def _with_neutral_row(self, costs: torch.Tensor) -> torch.Tensor:
-        """``costs`` ``(..., U, n)`` with the repeats' constant row appended as row ``U``."""
+        """``costs`` ``(..., U, n)`` with the repeats' constant row appended as row ``U`` (if repeats are not scored)."""
+        if self.scores_repeats:
+            return costs
         neutral = costs.new_full((*costs.shape[:-2], 1, costs.shape[-1]), self.neutral_cost)
         return torch.cat([costs, neutral], dim=-2)
 
@@ -387,8 +389,8 @@ class _KeySequenceWatermark:
         def blocks():
             for text in prepared:
                 yield text, text.observed[None]
-                n_unique = text.observed.shape[0] - 1
-                chunk = max(1, min(NULL_DRAW_CHUNK, MAX_BATCH_ELEMENTS // ((n_unique + 1) * n)))
+                n_unique = text.observed.shape[0] - (0 if self.scores_repeats else 1)
+                chunk = max(1, min(NULL_DRAW_CHUNK, MAX_BATCH_ELEMENTS // (text.observed.shape[0] * n)))
                 for start in range(0, resamples, chunk):
                     count = min(chunk, resamples - start)
                     yield text, self._with_neutral_row(self._null_costs(tables, text.generator, count, n_unique, target))
@@ -538,7 +540,7 @@ class ITS(_KeySequenceWatermark):
 
     name: ClassVar[str] = "its"
     default_gamma: ClassVar[float] = 0.6
-    neutral_cost: ClassVar[float] = 1.0 / 3.0  # E|U - V| for independent uniforms (unused: scores_repeats)
+    neutral_cost: ClassVar[float] = 1.0 / 3.0  # E|U - V| for independent uniforms (unused while scores_repeats)
     scores_repeats: ClassVar[bool] = True
 
     def _draw_key(self, generator: torch.Generator, vocab_size: int) -> dict[str, torch.Tensor]:
