@@ -153,14 +153,16 @@ class KeySequenceProcessor(LogitsProcessor):
     def __init__(
         self,
         scheme: "_KeySequenceWatermark",
-        tables: dict[str, torch.Tensor],
+        key: WatermarkKey,
         vocab_size: int,
         shifts: int | Sequence[int] | None = None,
     ) -> None:
         self.scheme = scheme
         self.vocab_size = vocab_size
         self.key_length = scheme.key_length
-        self._tables = tables
+        self._key = key
+        # drawn now on the CPU (fails early on a bad vocabulary); moved once to the model's device
+        self._tables = scheme.key_tables(key, vocab_size, "cpu")
         if shifts is None:
             self._requested: list[int] | None = None
         else:
@@ -205,8 +207,8 @@ class KeySequenceProcessor(LogitsProcessor):
         self._last_length = length
         if self._shift_tensor.device != device:
             self._shift_tensor = self._shift_tensor.to(device)
-        if next(iter(self._tables.values())).device != device:
-            self._tables = {name: t.to(device) for name, t in self._tables.items()}
+        if next(iter(self._tables.values())).device != device:  # the scheme's cache keeps one copy per device
+            self._tables = self.scheme.key_tables(self._key, self.vocab_size, device)
         step = length - self.prompt_length
         rows = (self._shift_tensor + step) % self.key_length
         logits = scores.float()
@@ -328,7 +330,7 @@ class _KeySequenceWatermark:
         slower (ITS: scatter-add and softmax lower to scalar loops) on the reference CPU.
         """
         vocab_size = vocab_size_of(vocab)
-        return KeySequenceProcessor(self, self.key_tables(key, vocab_size), vocab_size, shifts)
+        return KeySequenceProcessor(self, key, vocab_size, shifts)
 
     # -- detection -----------------------------------------------------------------------
     def detect(self, tokens: TokenInput, key: WatermarkKey, tokenizer: Any = None, **options: Any) -> DetectionResult:

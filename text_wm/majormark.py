@@ -725,8 +725,10 @@ class MajorMarkLogitsProcessor(LogitsProcessor):
         if self.blocks.shape[0] not in (1, rows):
             raise ValueError(f"{self.blocks.shape[0]} payloads given for a batch of {rows} rows")
         device = input_ids.device
-        blocks = self.blocks.to(device).expand(rows, -1, -1)
-        majority = self.block_majority.to(device).expand(rows, -1)
+        if self.blocks.device != device:  # once, not every step
+            self.blocks, self.block_majority = self.blocks.to(device), self.block_majority.to(device)
+        blocks = self.blocks.expand(rows, -1, -1)
+        majority = self.block_majority.expand(rows, -1)
         ctx = self.scheme.context_hash(input_ids[:, -h:], self.hash_words)  # (R,)
         block = self.scheme.block_of(ctx, self.hash_words)  # (R,)
         row = torch.arange(rows, device=device)

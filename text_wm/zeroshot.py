@@ -145,7 +145,7 @@ def _batch_terms(model: Any, ids: torch.Tensor, mask: torch.Tensor, clip: float)
     # E_A[clip(-log p_v - H)] over the vocabulary, in place on logp to hold one fewer (T, V) tensor
     clipped_mean = (prob * logp.neg_().sub_(entropy[..., None]).clamp_(-clip, clip)).sum(-1)
     y = x.clamp(-clip, clip) - clipped_mean
-    return x.double().cpu(), y.double().cpu()
+    return x.cpu().double(), y.cpu().double()
 
 
 def split_indices(n: int, seed: int = SPLIT_SEED) -> tuple[list[int], list[int]]:

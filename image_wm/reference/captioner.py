@@ -75,7 +75,7 @@ class SceneCaptioner(nn.Module):
             raise ValueError(f"n must be at least 1, got {n}")
         logits = self(_as_input(images, next(self.parameters()).device))
         names = list(logits)
-        logp = [torch.log_softmax(logits[name].double(), dim=-1).cpu() for name in names]
+        logp = [torch.log_softmax(logits[name].cpu().double(), dim=-1) for name in names]
         return [_top_captions(names, [lp[i] for lp in logp], n) for i in range(len(logp[0]))]
 
     def save(self, directory: str | Path) -> None:

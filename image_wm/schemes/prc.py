@@ -79,7 +79,7 @@ class PRCWatermark:
     def detect(self, latents: torch.Tensor, key: WatermarkKey, fpr: float = DEFAULT_FPR,
                embeddings: torch.Tensor | None = None) -> list[DetectionResult]:
         fpr = stats.check_fpr(fpr)
-        flat = latents.detach().double().cpu().reshape(len(latents), -1).numpy()
+        flat = latents.detach().cpu().double().reshape(len(latents), -1).numpy()
         prc = self.code_for(key, flat.shape[1])
         posteriors = code.latent_to_posterior(flat, self.noise_var)
         p_zero = np.atleast_1d(code.p_values(prc, posteriors))
