@@ -1,4 +1,4 @@
-"""Reproducible, resumable training of the reference models on a CPU.
+"""Reproducible, resumable training of the reference models, on a CPU or a GPU.
 
 The shipped weights under ``image_wm/reference/weights/`` are what these commands produced,
 run in this order on a 2-core AVX2 CPU (fp32; the thread count is fixed at start-up and is part
@@ -10,6 +10,13 @@ of the recipe, since float reductions differ between thread counts)::
     python -m image_wm.reference.train unet      --threads 1              # 900 steps of 32
     python -m image_wm.reference.train video     --threads 2              # 300 steps of 2 clips
     python -m image_wm.reference.train export
+
+On a GPU the same commands take ``--device cuda --bf16`` and ``--workers N`` (scenes rendered
+ahead in N processes: the same batches as inline rendering, which at one core's 3,000 scenes/s
+would starve a GPU); ``--max-minutes`` stops at a checkpoint for a fixed-length lease, and a
+work folder without a VAE checkpoint trains the UNet on the shipped VAE. No GPU run has been
+made yet; ``scripts/device/run.sh`` is the prepared one (UNet: 10,000 steps of 256 on a pool of
+131,072 scenes; captioner: 12,000 steps of 256).
 
 ``vae-cycle`` (``train vae-cycle --threads 2``, 600 steps, after ``vae``) is a measured
 experiment, not part of the shipped recipe: it fine-tunes the VAE for the latent round trip and
@@ -25,10 +32,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
+import multiprocessing
 import os
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -59,6 +69,39 @@ def quantise_pixels(x: torch.Tensor) -> torch.Tensor:
     return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
 
 
+class Prefetch:
+    """``make(step)`` computed ahead in ``workers`` processes; the same batches as calling it inline.
+
+    Scene rendering is numpy on one core (about 3,000 scenes/s): enough for a CPU run, the
+    bottleneck of a GPU run. ``make`` must be picklable (a module-level function or partial).
+    """
+
+    def __init__(self, make: Callable[[int], Any], workers: int, last: int):
+        self.make, self.workers, self.last = make, workers, last
+        self.next_step: int | None = None
+        self.pool: Any = None
+        self.results: Iterator[Any] = iter(())
+
+    def __call__(self, step: int) -> Any:
+        if self.workers <= 0:
+            return self.make(step)
+        if step != self.next_step:  # first call, or a resume at another step
+            if self.pool is None:
+                self.pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=torch.set_num_threads,
+                                                                      initargs=(1,))
+            self.results = self.pool.imap(self.make, range(step, self.last), chunksize=4)
+        self.next_step = step + 1
+        return next(self.results)
+
+
+def parallel_map(fn: Callable[[Any], Any], items: list, workers: int) -> list:
+    """``[fn(x) for x in items]``, in ``workers`` processes when there are several."""
+    if workers <= 1:
+        return [fn(x) for x in items]
+    with multiprocessing.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return pool.map(fn, items)
+
+
 # --------------------------------------------------------------------------- loop
 
 
@@ -72,8 +115,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for s, p in zip(self.shadow.parameters(), model.parameters()):
-            s.lerp_(p.detach(), 1 - d)
+        # one fused update for all tensors: a per-parameter loop is hundreds of kernel launches on a GPU
+        torch._foreach_lerp_(list(self.shadow.parameters()), [p.detach() for p in model.parameters()], 1 - d)
 
 
 def cosine_lr(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -86,14 +129,18 @@ def cosine_lr(step: int, steps: int, peak: float, warmup: int) -> float:
 def train_loop(name: str, model: torch.nn.Module, loss_fn: Callable[[int], dict[str, torch.Tensor]],
                args: argparse.Namespace, *, lr: float, ema_decay: float = 0.999,
                params: list[torch.nn.Parameter] | None = None) -> EMA:
-    """Run ``loss_fn(step)`` for ``args.steps`` steps with AdamW, cosine LR, EMA and checkpoints."""
+    """Run ``loss_fn(step)`` for ``args.steps`` steps with AdamW, cosine LR, EMA and checkpoints.
+
+    ``args.max_minutes`` stops a run early at a checkpoint (resumable), for fixed-length leases.
+    """
+    model.to(args.device)
     work = Path(args.work) / name
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
     ema = EMA(model, ema_decay)
-    start = 0
+    start, started = 0, time.monotonic()
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
@@ -114,19 +161,23 @@ def train_loop(name: str, model: torch.nn.Module, loss_fn: Callable[[int], dict[
     bar = tqdm(range(start, stop), initial=start, total=args.steps, desc=name, mininterval=10)
     running: dict[str, float] = {}
     for step in bar:
+        if args.max_minutes is not None and time.monotonic() - started > 60 * args.max_minutes:
+            save(step)
+            print(f"{name}: stopped at step {step} after {args.max_minutes} minutes (rerun to resume)")
+            break
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, args.steps, lr, warmup=min(200, args.steps // 10))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.bf16):
             losses = loss_fn(step)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         ema.update(model, step)
-        for k, v in losses.items():
-            value = float(v.detach())
-            running[k] = 0.98 * running.get(k, value) + 0.02 * value
-        if step % 20 == 0:
+        if step % 20 == 0:  # reading a loss synchronises a GPU, so only every 20th step
+            for k, v in losses.items():
+                value = float(v.detach())
+                running[k] = 0.7 * running.get(k, value) + 0.3 * value
             bar.set_postfix({k: f"{v:.4g}" for k, v in running.items()})
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == stop:
             save(step + 1)
@@ -287,17 +338,23 @@ def degrade(x: torch.Tensor, seed: int) -> torch.Tensor:
     return (x + amount * (blurred - x) + noise).clamp(-1, 1)
 
 
+def captioner_batch(run_seed: int, batch: int, step: int) -> tuple[torch.Tensor, list[dict[str, int]]]:
+    """Degraded scene pixels and their canonical labels for one step (runs in a worker process)."""
+    seed = batch_seed(run_seed, step)
+    images, _, specs = scenes.generate(batch, seed=seed)
+    return degrade(images_to_tensor(images), seed), [scenes.canonical_labels(spec.labels()) for spec in specs]
+
+
 def train_captioner(args: argparse.Namespace) -> None:
     from image_wm.reference.captioner import SceneCaptioner
 
     model = SceneCaptioner()
+    batches = Prefetch(functools.partial(captioner_batch, args.seed, args.batch), args.workers, args.steps)
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
-        seed = batch_seed(args.seed, step)
-        images, _, specs = scenes.generate(args.batch, seed=seed)
-        logits = model(degrade(images_to_tensor(images), seed))
-        labels = [scenes.canonical_labels(spec.labels()) for spec in specs]
-        targets = {name: torch.tensor([lab[name] for lab in labels]) for name in logits}
+        pixels, labels = batches(step)
+        logits = model(pixels.to(args.device))
+        targets = {name: torch.tensor([lab[name] for lab in labels], device=args.device) for name in logits}
         loss = sum(F.cross_entropy(logits[name], targets[name]) for name in logits)
         correct = torch.stack([logits[n].argmax(-1) == targets[n] for n in logits]).all(0)
         return {"loss": loss, "acc": correct.float().mean()}  # every label right
@@ -309,14 +366,30 @@ def train_captioner(args: argparse.Namespace) -> None:
 
 
 def trained_vae(args: argparse.Namespace):
-    vae = final_model("vae", components.build_vae(), args)
-    return vae
+    """The VAE of this work folder's run, or the shipped one where the folder has none.
+
+    The fallback lets a fresh machine (a GPU lent for one run) train a UNet on the shipped VAE;
+    the shipped weights are that run's EMA in fp16, so the latents differ only by rounding.
+    """
+    if not (Path(args.work) / "vae" / "checkpoint.pt").is_file():
+        from diffusers import AutoencoderKL
+
+        print(f"vae: no checkpoint in {args.work}; using the shipped VAE")
+        vae = AutoencoderKL.from_pretrained(components.WEIGHTS_DIR / "vae", torch_dtype=torch.float32)
+        return vae.to(args.device).eval().requires_grad_(False)
+    return final_model("vae", components.build_vae(), args).to(args.device)
 
 
 @torch.no_grad()
 def encode_images(vae, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """Posterior means (unscaled) of [N, 3, 64, 64] pixels, in chunks."""
-    return torch.cat([vae.encode(x[i:i + chunk]).latent_dist.mean for i in range(0, len(x), chunk)])
+    """Posterior means (unscaled) of [N, 3, 64, 64] pixels, in chunks, on the VAE's device."""
+    return torch.cat([vae.encode(x[i:i + chunk].to(vae.device)).latent_dist.mean for i in range(0, len(x), chunk)])
+
+
+def pool_chunk(run_seed: int, size: int, start: int) -> tuple[np.ndarray, list[str]]:
+    """Scenes ``start .. start + size`` of the UNet's pool (runs in a worker process)."""
+    images, captions, _ = scenes.generate(size, seed=batch_seed(run_seed, start, stream=1))
+    return images, captions
 
 
 def latent_pool(args: argparse.Namespace, vae) -> tuple[torch.Tensor, list[str]]:
@@ -326,20 +399,25 @@ def latent_pool(args: argparse.Namespace, vae) -> tuple[torch.Tensor, list[str]]
         cached = torch.load(path, weights_only=False)
         return cached["latents"], cached["captions"]
     path.parent.mkdir(parents=True, exist_ok=True)
+    starts = list(range(0, args.pool, 1024))
+    chunks = parallel_map(functools.partial(pool_chunk, args.seed, 1024), starts, args.workers)
     latents, captions = [], []
-    for start in tqdm(range(0, args.pool, 1024), desc="encoding pool", mininterval=10):
-        images, caps, _ = scenes.generate(min(1024, args.pool - start), seed=batch_seed(args.seed, start, stream=1))
-        latents.append(encode_images(vae, images_to_tensor(images)).half())
-        captions += caps
+    for (images, caps), start in zip(tqdm(chunks, desc="encoding pool", mininterval=10), starts):
+        n = min(1024, args.pool - start)  # every chunk is drawn at full size, so a pool is a prefix of a larger one
+        latents.append(encode_images(vae, images_to_tensor(images[:n])).half().cpu())
+        captions += caps[:n]
     pool = torch.cat(latents)
     torch.save({"latents": pool, "captions": captions}, path)
     return pool, captions
 
 
 def diffusion_loss(unet, scheduler, z0: torch.Tensor, context: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Epsilon-prediction MSE at uniform timesteps (the objective Stable Diffusion trains with)."""
-    t = torch.randint(scheduler.config.num_train_timesteps, (len(z0),), generator=g)
-    noise = torch.randn(z0.shape, generator=g)
+    """Epsilon-prediction MSE at uniform timesteps (the objective Stable Diffusion trains with).
+
+    Draws come from the CPU generator ``g`` on every device, so a run's noise is the same on any.
+    """
+    t = torch.randint(scheduler.config.num_train_timesteps, (len(z0),), generator=g).to(z0.device)
+    noise = torch.randn(z0.shape, generator=g).to(z0.device)
     pred = unet(scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=context).sample
     return F.mse_loss(pred.float(), noise)
 
@@ -355,14 +433,15 @@ def train_unet(args: argparse.Namespace) -> None:
     pool, captions = latent_pool(args, vae)
     scale = 1.0 / float(pool.float().std())
     print(f"latent std {1 / scale:.4f} -> scaling factor {scale:.4f}")
-    encoder, tokenizer = components.load_text_encoder()
+    pool = pool.to(args.device)
+    encoder, tokenizer = components.load_text_encoder(args.device)
     unet, scheduler = components.build_unet(), components.build_scheduler()
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(batch_seed(args.seed, step))
         idx = torch.randint(len(pool), (args.batch,), generator=g)
         context = components.embed_captions(encoder, tokenizer, drop_captions([captions[i] for i in idx], g))
-        return {"loss": diffusion_loss(unet, scheduler, pool[idx].float() * scale, context, g)}
+        return {"loss": diffusion_loss(unet, scheduler, pool[idx.to(pool.device)].float() * scale, context, g)}
 
     train_loop("unet", unet, loss_fn, args, lr=args.lr or 5e-4, ema_decay=0.999)
     (Path(args.work) / "unet" / "scaling_factor.txt").write_text(f"{scale}\n")
@@ -396,7 +475,7 @@ def train_video(args: argparse.Namespace) -> None:
     unet2d = final_model("unet", components.build_unet(), args)
     unet3d = unet3d_from_image_unet(unet2d)
     del unet2d
-    encoder, tokenizer = components.load_text_encoder()
+    encoder, tokenizer = components.load_text_encoder(args.device)
     scheduler = components.build_scheduler()
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
@@ -445,6 +524,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, ...)")
+    parser.add_argument("--workers", type=int, default=0, help="processes rendering scenes ahead of the model")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop at a checkpoint after this many minutes (resumable)")
     parser.add_argument("--work", default=str(DEFAULT_WORK))
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--until", type=int, default=None,
