@@ -5,9 +5,7 @@
 # the sessions that prepared it were not lent a machine.
 #
 # Preparation here (the upload is capped at 64 MiB, and the machine has no diffusers, reedsolo,
-# cryptography or MiniLM): `python scripts/device/minilm_carry.py prune .device/minilm`; wheels of
-# diffusers, importlib_metadata, reedsolo, gguf, cryptography, cffi and pycparser for Python 3.12 in
-# .whl/ (see the device tool's README); both folders git-ignored; move
+# cryptography or MiniLM): `bash scripts/device/prepare.sh`, then move
 # image_wm/reference/weights/unet3d out of the tree for the call (25 MB) and back after it.
 # Run there: `bash scripts/device/run.sh` with carry [".device", ".whl"]. Results come back as
 # $OUT/unet.safetensors and $OUT/misc.tar (logs, evaluation JSON, captioner and configs).
