@@ -113,6 +113,17 @@ def test_unwatermarked_text_and_wrong_key_not_detected(generations, name):
     assert flagged <= 2
 
 
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_batched_detection_equals_one_text_at_a_time(generations, name):
+    """One counting pass over a batch must not mix texts: every field equals the per-text result."""
+    scheme = SCHEMES[name]
+    texts = [*generations[name][:2], generations["plain"][0], torch.tensor([5, 7]), generations[name][0][:40]]
+    batch = scheme.detect_batch(texts, KEY)
+    assert [r.detected for r in batch][:3] == [True, True, False]
+    for text, got in zip(texts, batch):
+        assert got.to_dict() == scheme.detect(text, KEY).to_dict()
+
+
 def test_each_scheme_does_not_detect_the_other(generations):
     """MajorMark and MajorMark+ partition differently even under one key."""
     for tokens in generations["majormark"]:

@@ -460,23 +460,30 @@ class MajorMark:
         return MajorMarkLogitsProcessor(self, key, vocab_size_of(vocab), torch.from_numpy(words).long(), compile=compile)
 
     # -- counting -----------------------------------------------------------------------------
-    def sublist_counts(self, tokens: torch.Tensor, key: WatermarkKey) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(counts (2, B, b), totals (B,))`` over the distinct scored (context, token) pairs."""
+    def sublist_counts(self, texts: list[torch.Tensor], key: WatermarkKey, device: str | torch.device | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(counts (N, 2, B, b), totals (N, B))`` over each text's distinct scored (context, token) pairs.
+
+        All texts go through one hashing pass on ``device`` (default: the CPU): their pairs are
+        tagged with the text's index, deduplicated together and counted by one ``bincount``.
+        """
         h, B, b = self.context_width, self.n_blocks, self.bits_per_block
-        counts = torch.zeros(2, B, b, dtype=torch.long)
-        totals = torch.zeros(B, dtype=torch.long)
-        if tokens.numel() <= h:
-            return counts, totals
-        pairs = torch.cat([context_windows(tokens, h), tokens[h:].unsqueeze(1)], dim=1)
-        pairs = torch.unique(pairs, dim=0)
+        target = torch.device(device) if device is not None else torch.device("cpu")
+        n = len(texts)
+        tagged = [torch.cat([torch.full((len(t) - h, 1), i), context_windows(t, h), t[h:].unsqueeze(1)], dim=1)
+                  for i, t in enumerate(texts) if t.numel() > h]
+        if not tagged:
+            return torch.zeros(n, 2, B, b, dtype=torch.long), torch.zeros(n, B, dtype=torch.long)
+        pairs = torch.unique(torch.cat(tagged).to(target), dim=0)
         words = self._words(key)
-        ctx = self.context_hash(pairs[:, :h], words)
-        block = self.block_of(ctx, words)
-        totals = torch.bincount(block, minlength=B)
-        for m in (0, 1):
-            idx = self.sublist(ctx, block, torch.full_like(block, m), pairs[:, h], words)
-            counts[m] = torch.bincount(block * b + idx, minlength=B * b).view(B, b)
-        return counts, totals
+        ctx = self.context_hash(pairs[:, 1:h + 1], words)
+        cell = pairs[:, 0] * B + self.block_of(ctx, words)  # (text, block)
+        totals = torch.bincount(cell, minlength=n * B).view(n, B)
+        counts = torch.stack([
+            torch.bincount(cell * b + self.sublist(ctx, cell % B, torch.full_like(cell, m), pairs[:, h + 1], words),
+                           minlength=n * B * b).view(n, B, b)
+            for m in (0, 1)], dim=1)
+        return counts.cpu(), totals.cpu()
 
     # -- detection statistic ----------------------------------------------------------------
     def _chi_square(self, counts: torch.Tensor, totals: torch.Tensor, fpr: float) -> dict[str, Any]:
@@ -626,26 +633,34 @@ class MajorMark:
 
     # -- public detection / decoding ------------------------------------------------------------
     def detect(self, tokens: TokenInput, key: WatermarkKey, tokenizer: Any = None, *, fpr: float = 0.01,
-               expected_payload: PayloadInput | None = None) -> DetectionResult:
+               expected_payload: PayloadInput | None = None, device: str | torch.device | None = None) -> DetectionResult:
         """Chi-square detection, plus the payload when detected (see the module docstring)."""
-        return self._analyse(tokens, key, tokenizer, fpr, expected_payload, withhold_undetected=True)
+        return self._analyse([tokens], key, tokenizer, fpr, expected_payload, True, device)[0]
 
     def detect_batch(self, texts: list[TokenInput], key: WatermarkKey, tokenizer: Any = None, *,
-                     fpr: float = 0.01) -> list[DetectionResult]:
-        """``detect`` for each text (per-text work is a few small array operations)."""
-        return [self.detect(text, key, tokenizer, fpr=fpr) for text in texts]
+                     fpr: float = 0.01, device: str | torch.device | None = None) -> list[DetectionResult]:
+        """``detect`` for each text; the hashing and counting of all texts is one pass on ``device``."""
+        return self._analyse(texts, key, tokenizer, fpr, None, True, device)
 
     def decode(self, tokens: TokenInput, key: WatermarkKey, tokenizer: Any = None, *,
-               expected_payload: PayloadInput | None = None, fpr: float = 0.01) -> DetectionResult:
+               expected_payload: PayloadInput | None = None, fpr: float = 0.01,
+               device: str | torch.device | None = None) -> DetectionResult:
         """Like ``detect`` but always reports the RS-decoded payload, detected or not."""
-        return self._analyse(tokens, key, tokenizer, fpr, expected_payload, withhold_undetected=False)
+        return self._analyse([tokens], key, tokenizer, fpr, expected_payload, False, device)[0]
 
-    def _analyse(self, tokens: TokenInput, key: WatermarkKey, tokenizer: Any, fpr: float,
-                 expected_payload: PayloadInput | None, withhold_undetected: bool) -> DetectionResult:
+    def _analyse(self, texts: list[TokenInput], key: WatermarkKey, tokenizer: Any, fpr: float,
+                 expected_payload: PayloadInput | None, withhold_undetected: bool,
+                 device: str | torch.device | None) -> list[DetectionResult]:
         if not 0.0 < fpr < 1.0:
             raise ValueError(f"fpr must lie strictly between 0 and 1, got {fpr}")
-        ids = as_token_ids(tokens, tokenizer)
-        counts, totals = self.sublist_counts(ids, key)
+        all_ids = [as_token_ids(text, tokenizer) for text in texts]
+        counts, totals = self.sublist_counts(all_ids, key, device)
+        return [self._result(ids, c, t, key, fpr, expected_payload, withhold_undetected)
+                for ids, c, t in zip(all_ids, counts, totals)]
+
+    def _result(self, ids: torch.Tensor, counts: torch.Tensor, totals: torch.Tensor, key: WatermarkKey, fpr: float,
+                expected_payload: PayloadInput | None, withhold_undetected: bool) -> DetectionResult:
+        """One text's test, bit inference and payload decoding from its sublist counts."""
         test = self._chi_square(counts, totals, fpr)
         detected = bool(test["p_value"] <= fpr)
         details: dict[str, Any] = {
