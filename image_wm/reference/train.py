@@ -69,6 +69,11 @@ def quantise_pixels(x: torch.Tensor) -> torch.Tensor:
     return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
 
 
+def worker_pool(workers: int):
+    """Forked single-threaded worker processes (scene rendering is numpy; torch threads would oversubscribe)."""
+    return multiprocessing.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,))
+
+
 class Prefetch:
     """``make(step)`` computed ahead in ``workers`` processes; the same batches as calling it inline.
 
@@ -87,8 +92,7 @@ class Prefetch:
             return self.make(step)
         if step != self.next_step:  # first call, or a resume at another step
             if self.pool is None:
-                self.pool = multiprocessing.get_context("fork").Pool(self.workers, initializer=torch.set_num_threads,
-                                                                      initargs=(1,))
+                self.pool = worker_pool(self.workers)
             self.results = self.pool.imap(self.make, range(step, self.last), chunksize=4)
         self.next_step = step + 1
         return next(self.results)
@@ -98,7 +102,7 @@ def parallel_map(fn: Callable[[Any], Any], items: list, workers: int) -> list:
     """``[fn(x) for x in items]``, in ``workers`` processes when there are several."""
     if workers <= 1:
         return [fn(x) for x in items]
-    with multiprocessing.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    with worker_pool(workers) as pool:
         return pool.map(fn, items)
 
 
