@@ -306,18 +306,27 @@ class _KeySequenceWatermark:
         if vocab_size < 2:
             raise ValueError("the vocabulary needs at least two tokens")
         target = resolve_device(device if device is not None else self.device)
-        cache_key = (self.name, key.key_id, vocab_size, self.key_length, _device_tag(target))
+        cached = self._cached_tables(key, vocab_size, target)
+        if cached is not None:
+            return cached
+        # another device's copy, if cached, is moved rather than drawn again (the draw is on the CPU)
+        cpu = self._cached_tables(key, vocab_size, torch.device("cpu")) if target.type != "cpu" else None
+        if cpu is None:
+            cpu = self._draw_key(key.generator(f"{self.name}-key", self.key_length, vocab_size)[0], vocab_size)
+        tables = {name: t.to(target) for name, t in cpu.items()}
+        with _CACHE_LOCK:
+            _TABLE_CACHE[(self.name, key.key_id, vocab_size, self.key_length, _device_tag(target))] = tables
+            while len(_TABLE_CACHE) > _CACHE_SIZE:
+                _TABLE_CACHE.popitem(last=False)
+        return tables
+
+    def _cached_tables(self, key: WatermarkKey, vocab_size: int, device: torch.device) -> dict[str, torch.Tensor] | None:
+        cache_key = (self.name, key.key_id, vocab_size, self.key_length, _device_tag(device))
         with _CACHE_LOCK:
             if cache_key in _TABLE_CACHE:
                 _TABLE_CACHE.move_to_end(cache_key)
                 return _TABLE_CACHE[cache_key]
-        tables = {name: t.to(target) for name, t in self._draw_key(
-            key.generator(f"{self.name}-key", self.key_length, vocab_size)[0], vocab_size).items()}
-        with _CACHE_LOCK:
-            _TABLE_CACHE[cache_key] = tables
-            while len(_TABLE_CACHE) > _CACHE_SIZE:
-                _TABLE_CACHE.popitem(last=False)
-        return tables
+        return None
 
     # -- generation ----------------------------------------------------------------------
     def processor(
