@@ -69,7 +69,8 @@ def _audit_key(key_file: str | None, out: Path):
 def audit(modality, schemes, attack_names, strengths, levels, n, fpr, seed, key_file, model, steps, tokens, out,
           resume):
     """Run a scheme x attack x strength audit; writes results.json, results.csv and report.html to OUT."""
-    from attacks.audit import grid_strengths, make_targets, resolve_attacks, run_audit
+    from attacks.audit import grid_strengths, resolve_attacks, run_audit
+    from attacks.audit_targets import make_targets
     from attacks.report import write_report
 
     scheme_names, names = _split(schemes), _split(attack_names)

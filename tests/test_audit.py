@@ -22,7 +22,9 @@ import pytest
 from click.testing import CliRunner
 
 from attacks import register
-from attacks.audit import PARTIAL_FILE, Items, TextTarget, image_quality, psnr, read_partial, run_audit, ssim
+from attacks.audit import PARTIAL_FILE, read_partial, run_audit
+from attacks.audit_targets import Items, TextTarget
+from attacks.quality import image_quality, psnr, ssim
 from attacks.cli import attack, audit
 from attacks.report import write_report
 from cli import ProvenanceGroup
@@ -193,7 +195,7 @@ def test_audit_cli_video_knows_only_videomark(tmp_path):
 @pytest.mark.slow
 def test_video_audit_end_to_end(tmp_path):
     """VideoMark on the reference video model, 2 clips of 8 frames: detected before and after reversal, twins not."""
-    from attacks.audit import VideoTarget
+    from attacks.audit_targets import VideoTarget
 
     cells = run_audit([VideoTarget(WatermarkKey.from_seed(7), steps=10)], [REVERSE], tmp_path, strengths=[1.0], n=2,
                       progress=False)
@@ -266,7 +268,7 @@ class StubImages:
         return [DetectionResult(b, 0.0 if b else 1.0, float(b), 0.5, fpr, "stub", self.key_id) for b in bright]
 
     def apply(self, attack_, items, strength, seed, cover):
-        from attacks.audit import attack_models
+        from attacks.audit_targets import attack_models
 
         return attack_(items, strength, seed, **attack_models(attack_, {"target": cover}))
 
@@ -316,7 +318,7 @@ def test_interrupted_run_resumes_identically(tmp_path):
 @pytest.mark.slow
 def test_image_audit_end_to_end(tmp_path):
     """Gaussian Shading on the reference model, 2 images, 4 steps: clean detection, bit accuracy, forgery."""
-    from attacks.audit import LatentImageTarget
+    from attacks.audit_targets import LatentImageTarget
 
     target = LatentImageTarget("gaussian-shading", WatermarkKey.from_seed(5), steps=4)
     cells = run_audit([target], [IMAGE_NOISE, IMAGE_BLEND], tmp_path, strengths=[0.0, 1.0], n=2, progress=False)

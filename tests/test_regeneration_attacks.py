@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import attacks
+from attacks.quality import psnr
 from attacks.regeneration import default_captioner, text_to_image_pipeline
 from image_wm.pipeline import WatermarkedPipeline
 from image_wm.reference import scenes
@@ -20,11 +21,6 @@ PROMPTS = [
 ]
 STEPS = 10  # generation, regeneration and inversion steps: enough on the reference model, and fast
 FPR = 1e-3
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
 
 
 @pytest.fixture(scope="module")
