@@ -22,7 +22,7 @@ def _same_size(original: np.ndarray, attacked: np.ndarray) -> np.ndarray:
 
 
 def psnr(original: np.ndarray, attacked: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of one uint8 image pair (resized to the original), capped at ``MAX_PSNR``."""
+    """PSNR in dB of a uint8 image pair (resized to the original) or of two same-shape batches, capped at ``MAX_PSNR``."""
     a = original.astype(np.float64)
     b = _same_size(original, attacked).astype(np.float64)
     mse = float(np.mean((a - b) ** 2))

@@ -24,8 +24,8 @@ from click.testing import CliRunner
 from attacks import register
 from attacks.audit import PARTIAL_FILE, read_partial, run_audit
 from attacks.audit_targets import Items, TextTarget
-from attacks.quality import image_quality, psnr, ssim
 from attacks.cli import attack, audit
+from attacks.quality import image_quality, psnr, ssim
 from attacks.report import write_report
 from cli import ProvenanceGroup
 from provenance.keys import WatermarkKey

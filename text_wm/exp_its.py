@@ -315,13 +315,16 @@ class _KeySequenceWatermark:
             cpu = self._draw_key(key.generator(f"{self.name}-key", self.key_length, vocab_size)[0], vocab_size)
         tables = {name: t.to(target) for name, t in cpu.items()}
         with _CACHE_LOCK:
-            _TABLE_CACHE[(self.name, key.key_id, vocab_size, self.key_length, _device_tag(target))] = tables
+            _TABLE_CACHE[self._cache_key(key, vocab_size, target)] = tables
             while len(_TABLE_CACHE) > _CACHE_SIZE:
                 _TABLE_CACHE.popitem(last=False)
         return tables
 
+    def _cache_key(self, key: WatermarkKey, vocab_size: int, device: torch.device) -> tuple:
+        return self.name, key.key_id, vocab_size, self.key_length, _device_tag(device)
+
     def _cached_tables(self, key: WatermarkKey, vocab_size: int, device: torch.device) -> dict[str, torch.Tensor] | None:
-        cache_key = (self.name, key.key_id, vocab_size, self.key_length, _device_tag(device))
+        cache_key = self._cache_key(key, vocab_size, device)
         with _CACHE_LOCK:
             if cache_key in _TABLE_CACHE:
                 _TABLE_CACHE.move_to_end(cache_key)
