@@ -282,9 +282,11 @@ class TextTarget:
     def detect(self, items: list[str], fpr: float, payload: bytes | None) -> list[DetectionResult]:
         """Batched where the scheme allows; a text the detector cannot score counts as not detected."""
         _, tokenizer = self._load()
-        if payload is None and hasattr(self.watermark, "detect_batch"):
+        batch = getattr(self.watermark, "detect_batch" if payload is None else "decode_batch", None)
+        if batch is not None:
+            options = {} if payload is None else {"expected_payload": payload}
             try:
-                return self.watermark.detect_batch(list(items), self.key, tokenizer, fpr=fpr)
+                return batch(list(items), self.key, tokenizer, fpr=fpr, **options)
             except ValueError:
                 pass  # some text is unscoreable: score one at a time to find it
         results = []

@@ -95,6 +95,16 @@ def test_hard_decision_chase_reed_solomon_path(generations, name):
     assert np.mean([r.bit_accuracy for r in results]) >= 0.9, [r.payload for r in results]
 
 
+def test_decode_batch_matches_decode_per_text(generations):
+    scheme = SCHEMES["majormark"]
+    texts, payload = generations["majormark"][:4], PAYLOADS[0]
+    batch = scheme.decode_batch(texts, KEY, expected_payload=payload)
+    single = [scheme.decode(t, KEY, expected_payload=payload) for t in texts]
+    assert [(r.p_value, r.payload, r.bit_accuracy) for r in batch] == \
+        [(r.p_value, r.payload, r.bit_accuracy) for r in single]
+    assert batch[0].payload == payload and batch[0].bit_accuracy == 1.0
+
+
 @pytest.mark.parametrize("name", list(SCHEMES))
 def test_unwatermarked_text_and_wrong_key_not_detected(generations, name):
     scheme = SCHEMES[name]

@@ -648,6 +648,12 @@ class MajorMark:
         """Like ``detect`` but always reports the RS-decoded payload, detected or not."""
         return self._analyse([tokens], key, tokenizer, fpr, expected_payload, False, device)[0]
 
+    def decode_batch(self, texts: list[TokenInput], key: WatermarkKey, tokenizer: Any = None, *,
+                     expected_payload: PayloadInput | None = None, fpr: float = 0.01,
+                     device: str | torch.device | None = None) -> list[DetectionResult]:
+        """``decode`` for each text; the hashing and counting of all texts is one pass on ``device``."""
+        return self._analyse(texts, key, tokenizer, fpr, expected_payload, False, device)
+
     def _analyse(self, texts: list[TokenInput], key: WatermarkKey, tokenizer: Any, fpr: float,
                  expected_payload: PayloadInput | None, withhold_undetected: bool,
                  device: str | torch.device | None) -> list[DetectionResult]:
