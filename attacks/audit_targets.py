@@ -273,26 +273,24 @@ class TextTarget:
         marked = self._generate(prompts, self.watermark, seed, payload)
         return Items(marked, self._generate(prompts, None, seed, None), payload)
 
-    def _detect_one(self, text: str, fpr: float, payload: bytes | None) -> DetectionResult:
-        _, tokenizer = self._load()
-        if payload is not None:  # decode even when not detected, so bit accuracy is measured
-            return self.watermark.decode(text, self.key, tokenizer, fpr=fpr, expected_payload=payload)
-        return self.watermark.detect(text, self.key, tokenizer, fpr=fpr)
-
     def detect(self, items: list[str], fpr: float, payload: bytes | None) -> list[DetectionResult]:
-        """Batched where the scheme allows; a text the detector cannot score counts as not detected."""
+        """Batched where the scheme allows; a text the detector cannot score counts as not detected.
+
+        Payload schemes are decoded even when not detected, so bit accuracy is measured.
+        """
         _, tokenizer = self._load()
-        batch = getattr(self.watermark, "detect_batch" if payload is None else "decode_batch", None)
+        verb, options = ("detect", {}) if payload is None else ("decode", {"expected_payload": payload})
+        batch = getattr(self.watermark, f"{verb}_batch", None)
         if batch is not None:
-            options = {} if payload is None else {"expected_payload": payload}
             try:
                 return batch(list(items), self.key, tokenizer, fpr=fpr, **options)
             except ValueError:
                 pass  # some text is unscoreable: score one at a time to find it
+        single = getattr(self.watermark, verb)
         results = []
         for text in items:
             try:
-                results.append(self._detect_one(text, fpr, payload))
+                results.append(single(text, self.key, tokenizer, fpr=fpr, **options))
             except ValueError as exc:
                 results.append(not_scoreable(str(exc), fpr, self.scheme, self.key_id))
         return results
