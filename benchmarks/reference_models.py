@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from attacks.quality import psnr  # noqa: E402
 from benchmarks.report import write_section  # noqa: E402
 from image_wm import inversion  # noqa: E402
 from image_wm.reference import scenes  # noqa: E402
@@ -37,11 +38,6 @@ from image_wm.reference.pipelines import (  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 10**6 + 7  # never a training seed (training draws from SeedSequence([0, step, ...]))
 STEPS = 25
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)
-    return 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12))
 
 
 def sign_agreement(estimate: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
@@ -123,7 +119,7 @@ def main() -> None:
     # VAE reconstruction on held-out scenes, through 8-bit
     images, _, _ = scenes.generate(args.n_vae, seed=HELD_OUT_SEED)
     recon = inversion.decode_latents(pipe, inversion.encode_images(pipe, images))
-    vae_psnr = psnr(images, recon)
+    vae_psnr = np.array([psnr(image, rebuilt) for image, rebuilt in zip(images, recon)])
     lines.append(f"| VAE PSNR, {args.n_vae} held-out scenes, 8-bit | {vae_psnr.mean():.2f} dB (worst {vae_psnr.min():.2f}) |")
 
     # captioner on real scenes

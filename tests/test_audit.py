@@ -345,7 +345,11 @@ def test_report_loads_in_headless_browser(text_audit, tmp_path):
              "'/' + imgs.length); });</script></body>")
     page = tmp_path / "probe.html"
     page.write_text((out / "report.html").read_text().replace("</body>", probe), encoding="utf-8")
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    # A fresh profile and no background networking: the machine's network is closed, and the
+    # page must load from the file alone.
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=10000", "--dump-dom"]
+    dom = subprocess.run([browser, *flags, page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     loaded, total = re.search(r'data-loaded="(\d+)/(\d+)"', dom).groups()
     assert int(total) >= 2 and loaded == total
