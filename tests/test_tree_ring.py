@@ -116,6 +116,23 @@ def test_detects_own_latents_and_after_noise(marked: torch.Tensor) -> None:
     assert np.mean(blurred <= 0.01) >= 0.95 and np.median(blurred) < 1e-4
 
 
+def rotate_bilinear(latents: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate about the centre by resampling the grid (reflected borders, no black corners)."""
+    a = np.radians(degrees)
+    theta = torch.tensor([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0]], dtype=latents.dtype)
+    grid = torch.nn.functional.affine_grid(theta.expand(len(latents), 2, 3), latents.shape, align_corners=False)
+    return torch.nn.functional.grid_sample(latents, grid, padding_mode="reflection", align_corners=False)
+
+
+def test_rings_survive_grid_symmetries_but_not_off_grid_rotation(marked: torch.Tensor) -> None:
+    """Why Tree-Ring fails the rotation attack at 16x16 (docs/robustness.md): 90° turns and flips map
+    the rings onto themselves, but a 22.5° resampling moves each one-bin-wide ring's coefficients
+    between frequency bins, so even the rotated initial noise fails, before any model."""
+    for symmetric in (torch.rot90(marked[:50], 1, dims=(2, 3)), marked[:50].flip(-1)):
+        assert np.all(p_values(TreeRing(), symmetric) <= 1e-6)
+    assert np.mean(p_values(TreeRing(), rotate_bilinear(marked[:50], 22.5)) <= FPR) <= 0.1
+
+
 def test_no_detection_on_noise_or_with_another_key(marked: torch.Tensor) -> None:
     assert not any(r.detected for r in TreeRing().detect(torch.randn(SHAPE, generator=generator(2)), KEY))
     assert not any(r.detected for r in TreeRing().detect(marked, WatermarkKey.from_seed("another")))
