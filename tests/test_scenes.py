@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,25 @@ def test_same_seed_same_output_and_different_seeds_differ():
     assert not np.array_equal(va, vc) and vca != vcc
     # rendering is a pure function of the spec
     assert np.array_equal(S.render(sa[0]), a[0])
+
+
+def test_texture_is_a_smooth_field_of_the_asked_std_that_leaves_the_scene_alone():
+    """``texture`` adds a per-scene smooth colour field and changes nothing else."""
+    plain, captions, specs = S.generate(40, seed=3)
+    textured, captions_t, specs_t = S.generate(40, seed=3, texture=12.0)
+    assert captions_t == captions and [replace(s, texture=0.0) for s in specs_t] == specs
+    # on a mid-grey backdrop nothing clips, so the difference is the field itself
+    grey = [replace(s, background="plain", bg_rgb=(128.0, 128.0, 128.0), grain=0.0) for s in specs]
+    diff = np.stack([S.render(replace(s, texture=12.0)).astype(float) - S.render(s) for s in grey])
+    assert 11.0 < diff.std() < 14.0
+    neighbours = np.corrcoef(diff[:, :, :-1].ravel(), diff[:, :, 1:].ravel())[0, 1]
+    assert neighbours > 0.85  # smooth at the latent's scale, unlike the grain
+    assert abs(np.corrcoef(diff[0].ravel(), diff[1].ravel())[0, 1]) < 0.2  # each scene its own field
+    clip = S.generate_videos(1, seed=9, frames=4, texture=12.0)[0][0].astype(float)
+    still = S.generate_videos(1, seed=9, frames=4)[0][0].astype(float)
+    corner = (slice(None), slice(0, 6), slice(0, 6))  # the static texture moves with no shape
+    assert np.allclose(clip[corner] - still[corner], (clip - still)[0][corner[1:]], atol=1.0)
+    assert not np.array_equal(textured, plain)
 
 
 def test_shapes_and_dtypes():

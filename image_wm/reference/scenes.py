@@ -9,7 +9,9 @@ and ``generate(n, seed)`` is reproducible bit for bit.
 Coordinates are continuous pixels of the 64x64 image: x to the right, y downwards,
 pixel ``i`` covering ``[i, i + 1)``.  Shapes are rasterised at ``SS``x resolution with
 OpenCV and box-filtered down (anti-aliasing); background patterns are anti-aliased
-analytically (coverage from the signed distance to the pattern edge).
+analytically (coverage from the signed distance to the pattern edge).  An optional smooth
+random texture (``generate(..., texture=std)``) covers the whole scene; the shipped models
+were trained without it.
 
 Every word of every caption is a single WordPiece token of bert-base-uncased, and a
 caption has at most 14 of them (the MiniLM text encoder keeps 16 with [CLS]/[SEP]).
@@ -20,7 +22,7 @@ the background: "a A left of a B on striped green background".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
 import cv2
@@ -79,6 +81,7 @@ MAX_ROTATION = 20.0  # degrees
 COLOUR_JITTER = 10  # +- per channel, shapes and background
 MIN_CONTRAST = 85.0  # min RGB distance from a shape colour to both background tones
 MAX_GRAIN = 2.5  # max std of the static Gaussian grain, in 0..255 units
+TEXTURE_SIGMA = 2.0  # blur of the optional texture field, pixels (the latent cell is 4 pixels)
 _PERP = 0.35  # two shapes: |perpendicular offset| <= _PERP * separation along the relation axis
 
 
@@ -196,7 +199,10 @@ class Backdrop:
 
     ``bg_params`` is kind-specific: gradient (angle_deg,), striped (angle_deg, period, phase),
     dotted (period, dot_radius, offset_x, offset_y); ``grain`` is the std of a static
-    Gaussian grain drawn from ``grain_seed``.
+    Gaussian grain drawn from ``grain_seed``. ``texture`` is the std of a smooth random colour
+    field, also drawn from ``grain_seed``: white noise blurred to the latent's scale, so that the
+    scenes carry many independent degrees of freedom that a factor-4 VAE can reproduce (what lets
+    the initial noise of a generated image survive into its pixels; docs/reference_models.md).
     """
 
     background: str = "plain"
@@ -205,6 +211,7 @@ class Backdrop:
     bg_params: tuple[float, ...] = ()
     grain: float = 0.0
     grain_seed: int = 0
+    texture: float = 0.0
 
     def backdrop(self) -> dict:
         """This background's fields, to draw another spec on the same background."""
@@ -541,14 +548,39 @@ def _grain(spec) -> np.ndarray | None:
     return _GRAIN_TILE[oy:oy + RES, ox:ox + RES] * np.float32(spec.grain)
 
 
+_TEXTURE_KERNEL = cv2.getGaussianKernel(2 * math.ceil(4 * TEXTURE_SIGMA) + 1, TEXTURE_SIGMA, cv2.CV_32F)
+_TEXTURE_GAIN = np.float32(1.0 / float((_TEXTURE_KERNEL ** 2).sum()))  # blurred unit noise -> unit std
+
+
+def _texture(spec) -> np.ndarray | None:
+    """Smooth colour field of std ``spec.texture``, drawn afresh from ``grain_seed``.
+
+    Not cut from a shared tile as the grain is: a tile's windows are a two-parameter family
+    that a trained UNet could learn, and the point of the field is to be high-dimensional.
+    """
+    if spec.texture <= 0:
+        return None
+    white = np.random.default_rng((spec.grain_seed, 1)).standard_normal((RES, RES, 3), dtype=np.float32)
+    field = cv2.sepFilter2D(white, -1, _TEXTURE_KERNEL, _TEXTURE_KERNEL, borderType=cv2.BORDER_REFLECT_101)
+    return field * (_TEXTURE_GAIN * np.float32(spec.texture))
+
+
+def _static_noise(spec) -> np.ndarray | None:
+    """Grain plus texture, the per-scene pattern that stays put while a clip's shape moves."""
+    grain, texture = _grain(spec), _texture(spec)
+    if texture is None:
+        return grain
+    return texture if grain is None else grain + texture
+
+
 def _composite(img: np.ndarray, s: ShapeSpec) -> None:
     a = _coverage(s)[..., None]
     img += (np.asarray(s.colour_rgb, np.float32) - img) * a
 
 
-def _finish(img: np.ndarray, grain: np.ndarray | None) -> np.ndarray:
-    if grain is not None:
-        img += grain
+def _finish(img: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+    if noise is not None:
+        img += noise
     img += 0.5
     return img.clip(0, 255, out=img).astype(np.uint8)
 
@@ -558,36 +590,42 @@ def render(spec: SceneSpec) -> np.ndarray:
     img = _background(spec)
     for s in spec.shapes:
         _composite(img, s)
-    return _finish(img, _grain(spec))
+    return _finish(img, _static_noise(spec))
 
 
 def render_video(spec: VideoSpec, frames: int = 16) -> np.ndarray:
     """The clip as uint8 [frames, RES, RES, 3]; frame k shows the shape at t = k / (frames - 1)."""
     if frames < 2:
         raise ValueError("a video needs at least 2 frames")
-    bg, grain = _background(spec), _grain(spec)
+    bg, noise = _background(spec), _static_noise(spec)
     out = np.empty((frames, RES, RES, 3), np.uint8)
     for k in range(frames):
         img = bg.copy()
         _composite(img, spec.at(k / (frames - 1)))
-        out[k] = _finish(img, grain)
+        out[k] = _finish(img, noise)
     return out
 
 
-def generate(n: int, seed: int, p_two: float = 0.5) -> tuple[np.ndarray, list[str], list[SceneSpec]]:
-    """``n`` seeded scenes: images uint8 [n, RES, RES, 3], captions, specs."""
+def generate(n: int, seed: int, p_two: float = 0.5,
+             texture: float = 0.0) -> tuple[np.ndarray, list[str], list[SceneSpec]]:
+    """``n`` seeded scenes: images uint8 [n, RES, RES, 3], captions, specs.
+
+    ``texture`` (std of the smooth field, 0..255 units) changes the pixels only: the same seed
+    gives the same shapes, backgrounds and captions at any texture.
+    """
     rng = np.random.default_rng(seed)
-    specs = [sample_spec(rng, p_two) for _ in range(n)]
+    specs = [replace(sample_spec(rng, p_two), texture=texture) for _ in range(n)]
     images = np.empty((n, RES, RES, 3), np.uint8)
     for i, s in enumerate(specs):
         images[i] = render(s)
     return images, [s.caption() for s in specs], specs
 
 
-def generate_videos(n: int, seed: int, frames: int = 16) -> tuple[np.ndarray, list[str], list[VideoSpec]]:
-    """``n`` seeded clips: videos uint8 [n, frames, RES, RES, 3], captions, specs."""
+def generate_videos(n: int, seed: int, frames: int = 16,
+                    texture: float = 0.0) -> tuple[np.ndarray, list[str], list[VideoSpec]]:
+    """``n`` seeded clips: videos uint8 [n, frames, RES, RES, 3], captions, specs (``texture`` as in ``generate``)."""
     rng = np.random.default_rng(seed)
-    specs = [sample_video_spec(rng) for _ in range(n)]
+    specs = [replace(sample_video_spec(rng), texture=texture) for _ in range(n)]
     videos = np.empty((n, frames, RES, RES, 3), np.uint8)
     for i, s in enumerate(specs):
         videos[i] = render_video(s, frames)

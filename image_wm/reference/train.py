@@ -18,6 +18,10 @@ work folder without a VAE checkpoint trains the UNet on the shipped VAE. No GPU 
 made yet; ``scripts/device/run.sh`` is the prepared one (UNet: 10,000 steps of 256 on a pool of
 131,072 scenes; captioner: 12,000 steps of 256).
 
+``--texture STD`` trains every model on scenes with a smooth random texture (``scenes.generate``'s
+``texture``). That world inverts far better and is not shipped yet; its measured A/B test and the
+commands are in ``docs/reference_models.md``, and the prepared GPU run trains it.
+
 ``vae-cycle`` (``train vae-cycle --threads 2``, 600 steps, after ``vae``) is a measured
 experiment, not part of the shipped recipe: it fine-tunes the VAE for the latent round trip and
 ``export`` ignores it (results in ``docs/reference_models.md``).
@@ -231,7 +235,7 @@ def train_vae(args: argparse.Namespace) -> None:
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
         seed = batch_seed(args.seed, step)
-        images, _, _ = scenes.generate(args.batch, seed=seed)
+        images, _, _ = scenes.generate(args.batch, seed=seed, texture=args.texture)
         x = random_crops(images_to_tensor(images), args.crop, seed).contiguous(memory_format=torch.channels_last)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample.float()
@@ -307,7 +311,7 @@ def train_vae_cycle(args: argparse.Namespace) -> None:
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
         seed = batch_seed(args.seed, step)
         g = torch.Generator().manual_seed(seed)
-        images, _, _ = scenes.generate(args.batch, seed=seed)
+        images, _, _ = scenes.generate(args.batch, seed=seed, texture=args.texture)
         x = random_crops(images_to_tensor(images), args.crop, seed)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample.float()
@@ -342,10 +346,10 @@ def degrade(x: torch.Tensor, seed: int) -> torch.Tensor:
     return (x + amount * (blurred - x) + noise).clamp(-1, 1)
 
 
-def captioner_batch(run_seed: int, batch: int, step: int) -> tuple[torch.Tensor, list[dict[str, int]]]:
+def captioner_batch(run_seed: int, batch: int, texture: float, step: int) -> tuple[torch.Tensor, list[dict[str, int]]]:
     """Degraded scene pixels and their canonical labels for one step (runs in a worker process)."""
     seed = batch_seed(run_seed, step)
-    images, _, specs = scenes.generate(batch, seed=seed)
+    images, _, specs = scenes.generate(batch, seed=seed, texture=texture)
     return degrade(images_to_tensor(images), seed), [scenes.canonical_labels(spec.labels()) for spec in specs]
 
 
@@ -353,7 +357,7 @@ def train_captioner(args: argparse.Namespace) -> None:
     from image_wm.reference.captioner import SceneCaptioner
 
     model = SceneCaptioner()
-    batches = Prefetch(functools.partial(captioner_batch, args.seed, args.batch), args.workers, args.steps)
+    batches = Prefetch(functools.partial(captioner_batch, args.seed, args.batch, args.texture), args.workers, args.steps)
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
         pixels, labels = batches(step)
@@ -390,21 +394,22 @@ def encode_images(vae, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     return torch.cat([vae.encode(x[i:i + chunk].to(vae.device)).latent_dist.mean for i in range(0, len(x), chunk)])
 
 
-def pool_chunk(run_seed: int, size: int, start: int) -> tuple[np.ndarray, list[str]]:
+def pool_chunk(run_seed: int, size: int, texture: float, start: int) -> tuple[np.ndarray, list[str]]:
     """Scenes ``start .. start + size`` of the UNet's pool (runs in a worker process)."""
-    images, captions, _ = scenes.generate(size, seed=batch_seed(run_seed, start, stream=1))
+    images, captions, _ = scenes.generate(size, seed=batch_seed(run_seed, start, stream=1), texture=texture)
     return images, captions
 
 
 def latent_pool(args: argparse.Namespace, vae) -> tuple[torch.Tensor, list[str]]:
     """``args.pool`` scenes encoded once (cached in the work folder): fp16 latents and captions."""
-    path = Path(args.work) / "unet" / f"pool-{args.pool}-{args.seed}.pt"
+    textured = f"-texture{args.texture:g}" if args.texture else ""
+    path = Path(args.work) / "unet" / f"pool-{args.pool}-{args.seed}{textured}.pt"
     if path.is_file():
         cached = torch.load(path, weights_only=False)
         return cached["latents"], cached["captions"]
     path.parent.mkdir(parents=True, exist_ok=True)
     starts = list(range(0, args.pool, 1024))
-    chunks = parallel_map(functools.partial(pool_chunk, args.seed, 1024), starts, args.workers)
+    chunks = parallel_map(functools.partial(pool_chunk, args.seed, 1024, args.texture), starts, args.workers)
     latents, captions = [], []
     for (images, caps), start in zip(tqdm(chunks, desc="encoding pool", mininterval=10), starts):
         n = min(1024, args.pool - start)  # every chunk is drawn at full size, so a pool is a prefix of a larger one
@@ -485,7 +490,7 @@ def train_video(args: argparse.Namespace) -> None:
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
         seed = batch_seed(args.seed, step)
         g = torch.Generator().manual_seed(seed)
-        videos, caps, _ = scenes.generate_videos(args.batch, seed=seed, frames=args.frames)
+        videos, caps, _ = scenes.generate_videos(args.batch, seed=seed, frames=args.frames, texture=args.texture)
         frames = images_to_tensor(videos.reshape(-1, *videos.shape[2:]))
         z0 = encode_images(vae, frames) * scale  # (B*F, 4, 16, 16)
         z0 = z0.view(args.batch, args.frames, *z0.shape[1:]).transpose(1, 2)  # (B, 4, F, 16, 16)
@@ -541,6 +546,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--generated", type=int, default=1024, help="sampled latents for the VAE cycle fine-tune")
     parser.add_argument("--anchor", type=float, default=1.0, help="weight of the encoder anchor (vae-cycle)")
     parser.add_argument("--cycle", type=float, default=1.0, help="weight of the latent-cycle loss (vae-cycle)")
+    parser.add_argument("--texture", type=float, default=0.0,
+                        help="std of the scenes' smooth random texture, 0..255 units (0: the shipped world)")
     parser.add_argument("--frames", type=int, default=8, help="frames per training video")
     parser.add_argument("--out", default=str(components.WEIGHTS_DIR), help="export folder")
     parser.add_argument("--bf16", action="store_true",
