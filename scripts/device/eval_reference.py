@@ -2,13 +2,15 @@
 
 Captioner accuracy on real scenes, prompt adherence and sign agreement (full path and without the
 VAE) at CFG 1 to 5, so one GPU run also says which guidance the schemes should use.
-Run: ``python scripts/device/eval_reference.py OUT.json [device] [n_generated]``.
+Run: ``python scripts/device/eval_reference.py OUT.json [device] [n_generated] [texture]``
+(``texture``: the scene texture the weights were trained on, 0 for the shipped world).
 """
 import json, sys, time
 import numpy as np
 import torch
 sys.path.insert(0, ".")
 from benchmarks.reference_models import (HELD_OUT_SEED, generate_latents, label_match, sign_agreement)
+from attacks.quality import psnr
 from image_wm import inversion
 from image_wm.reference import scenes
 from image_wm.reference.pipelines import load_captioner, load_text_to_image
@@ -16,12 +18,16 @@ from image_wm.reference.pipelines import load_captioner, load_text_to_image
 dev = sys.argv[2] if len(sys.argv) > 2 else "cuda"
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 200
 M = N // 2
+TEXTURE = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 out = {}
 t0 = time.time()
 pipe = load_text_to_image(dev)
 captioner = load_captioner(dev)
-real, _, real_specs = scenes.generate(N * 5 // 2, seed=HELD_OUT_SEED + 1)
+real, _, real_specs = scenes.generate(N * 5 // 2, seed=HELD_OUT_SEED + 1, texture=TEXTURE)
 out["captioner_real_500"] = label_match(captioner, real, real_specs)
+held_out, _, _ = scenes.generate(500, seed=HELD_OUT_SEED, texture=TEXTURE)
+rebuilt = inversion.decode_latents(pipe, inversion.encode_images(pipe, held_out))
+out["vae_psnr_500"] = float(np.mean([psnr(a, b) for a, b in zip(held_out, rebuilt)]))
 _, prompts, specs = scenes.generate(N, seed=HELD_OUT_SEED + 2)
 noise = torch.randn((N, 4, 16, 16), generator=torch.Generator().manual_seed(3))
 for cfg in (1.0, 1.5, 2.0, 3.0, 5.0):
