@@ -23,7 +23,7 @@ timeout ${GPU_CHECK_S:-110} ${PY:-python3} benchmarks/gpu.py --device ${DEV:-cud
 W=/tmp/work
 TEX=${TEXTURE:-24}  # the textured world (docs/reference_models.md); TEXTURE=0 trains on the shipped VAE instead
 if [ "$TEX" != 0 ]; then
-  ${PY:-python3} -m image_wm.reference.train vae --texture $TEX --device ${DEV:-cuda} ${BF16---bf16} --work $W --max-minutes ${VAE_MIN:-1.5} > $L/vae.log 2>&1
+  ${PY:-python3} -m image_wm.reference.train vae --texture $TEX --steps ${VSTEPS:-3200} --device ${DEV:-cuda} ${BF16---bf16} --work $W --max-minutes ${VAE_MIN:-1.5} > $L/vae.log 2>&1
   echo "vae at $((SECONDS-T0)) s"; tail -c 300 $L/vae.log; echo
 fi
 ${PY:-python3} -m image_wm.reference.train captioner --texture $TEX --device ${DEV:-cuda} ${BF16---bf16} --batch ${BATCH:-256} --steps ${CSTEPS:-12000} --workers 5 --checkpoint-every 1000 --work $W --max-minutes ${TRAIN_MIN:-4.3} > $L/captioner.log 2>&1 &
