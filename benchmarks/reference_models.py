@@ -102,6 +102,12 @@ def grid_png(images: np.ndarray, prompts: list[str], frames: np.ndarray, video_p
     plt.close(fig)
 
 
+def vae_round_trip_psnr(pipe, images: np.ndarray) -> np.ndarray:
+    """PSNR per image of uint8 scenes through the pipeline's VAE and back to 8-bit pixels."""
+    recon = inversion.decode_latents(pipe, inversion.encode_images(pipe, images))
+    return np.array([psnr(image, rebuilt) for image, rebuilt in zip(images, recon)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n-vae", type=int, default=500)
@@ -118,8 +124,7 @@ def main() -> None:
 
     # VAE reconstruction on held-out scenes, through 8-bit
     images, _, _ = scenes.generate(args.n_vae, seed=HELD_OUT_SEED)
-    recon = inversion.decode_latents(pipe, inversion.encode_images(pipe, images))
-    vae_psnr = np.array([psnr(image, rebuilt) for image, rebuilt in zip(images, recon)])
+    vae_psnr = vae_round_trip_psnr(pipe, images)
     lines.append(f"| VAE PSNR, {args.n_vae} held-out scenes, 8-bit | {vae_psnr.mean():.2f} dB (worst {vae_psnr.min():.2f}) |")
 
     # captioner on real scenes

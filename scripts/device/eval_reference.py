@@ -9,8 +9,8 @@ import json, sys, time
 import numpy as np
 import torch
 sys.path.insert(0, ".")
-from benchmarks.reference_models import (HELD_OUT_SEED, generate_latents, label_match, sign_agreement)
-from attacks.quality import psnr
+from benchmarks.reference_models import (HELD_OUT_SEED, generate_latents, label_match, sign_agreement,
+                                         vae_round_trip_psnr)
 from image_wm import inversion
 from image_wm.reference import scenes
 from image_wm.reference.pipelines import load_captioner, load_text_to_image
@@ -26,8 +26,7 @@ captioner = load_captioner(dev)
 real, _, real_specs = scenes.generate(N * 5 // 2, seed=HELD_OUT_SEED + 1, texture=TEXTURE)
 out["captioner_real_500"] = label_match(captioner, real, real_specs)
 held_out, _, _ = scenes.generate(500, seed=HELD_OUT_SEED, texture=TEXTURE)
-rebuilt = inversion.decode_latents(pipe, inversion.encode_images(pipe, held_out))
-out["vae_psnr_500"] = float(np.mean([psnr(a, b) for a, b in zip(held_out, rebuilt)]))
+out["vae_psnr_500"] = float(vae_round_trip_psnr(pipe, held_out).mean())
 _, prompts, specs = scenes.generate(N, seed=HELD_OUT_SEED + 2)
 noise = torch.randn((N, 4, 16, 16), generator=torch.Generator().manual_seed(3))
 for cfg in (1.0, 1.5, 2.0, 3.0, 5.0):
