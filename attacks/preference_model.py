@@ -23,7 +23,8 @@ The network is fully convolutional with global average pooling, so it scores ima
 
     OMP_NUM_THREADS=1 python -m attacks.preference_model train --out attacks/weights --steps 400 --seed 0
 
-(one CPU thread on a 2-core machine shared with other jobs: 568 s); ``attacks/weights/preference_model.json`` records the
+(one thread of a 2-core AMD EPYC, on the world's textured scenes: 88 s; the other core ran a
+benchmark); ``attacks/weights/preference_model.json`` records the
 configuration, the run's arguments and the held-out pairwise accuracy (512 scenes of another seed,
 each with and without a pattern drawn from another seed).
 """

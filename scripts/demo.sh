@@ -50,7 +50,7 @@ provenance text detect --key "$OUT/key.json" --scheme exp "$OUT/exp.jsonl"
 provenance text detect --key "$OUT/other-key.json" --scheme exp "$OUT/exp.jsonl"
 
 say "9. Images: the watermark lives in the initial noise of the reference text-to-image model (64x64, CPU)."
-say "   Its inversion is rough, so single images are tested at a 1% FPR here (the CLI default is 1e-6)"
+say "   A 64x64 image carries little evidence for some schemes (Tree-Ring's rings), so single images are tested at a 1% FPR here (the CLI default is 1e-6)"
 PROMPT="a small red star above a large blue ring on a striped green background"
 python - "$OUT/plain.png" "$PROMPT" <<'PY'
 # The unwatermarked twin: same prompt, same seed (7), plain N(0, I) initial noise.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from imwatermark import WatermarkDecoder
+from scipy.stats import binom
 
 import attacks
 from attacks.baselines import (
@@ -66,7 +67,8 @@ def test_dwtdct_is_weak_on_flat_scenes_but_exact_where_it_holds(marked) -> None:
     """DWT-DCT quantises each block's largest entry; on the flat reference scenes that entry often
     moves, so only part of the images decode (about half of 100 scenes, see the report)."""
     scheme = get_baseline("dwtdct")
-    results = scheme.detect(scheme.embed(scenes.generate(24, seed=78)[0], KEY), KEY)
+    flat = scenes.generate(24, seed=78, texture=0.0)[0]  # bare scenes, without the world's texture
+    results = scheme.detect(scheme.embed(flat, KEY), KEY)
     detected = [r for r in results if r.detected]
     assert len(detected) >= 6 and np.mean([r.bit_accuracy for r in results]) > 0.65
     assert all(r.p_value < 1e-6 for r in detected)
@@ -98,12 +100,17 @@ def test_conditional_null_is_exact() -> None:
 
 @pytest.mark.parametrize("name", BASELINE_NAMES)
 def test_empirical_fpr_on_200_unmarked_scenes(name: str) -> None:
-    """The decoder is biased on flat content (near-constant strings); the balanced payload keeps the FPR."""
-    unmarked = scenes.generate(200, seed=4242)[0]
-    results = get_baseline(name).detect(unmarked, KEY, fpr=0.01)
-    decoded = np.stack([np.unpackbits(np.frombuffer(bytes.fromhex(r.payload), np.uint8)) for r in results])
-    assert np.abs(decoded.mean(axis=1) - 0.5).mean() > 0.25  # far from fair coins: a binomial tail is unsafe
-    assert 0.0 <= np.mean([r.detected for r in results]) <= 0.02
+    """The decoder is biased on flat content (near-constant strings); the balanced payload keeps the FPR.
+
+    Bare scenes are that biased case; the world's textured scenes decode to near-fair coins."""
+    for texture, biased in ((0.0, True), (scenes.WORLD_TEXTURE, False)):
+        unmarked = scenes.generate(200, seed=4242, texture=texture)[0]
+        results = get_baseline(name).detect(unmarked, KEY, fpr=0.01)
+        decoded = np.stack([np.unpackbits(np.frombuffer(bytes.fromhex(r.payload), np.uint8)) for r in results])
+        bias = np.abs(decoded.mean(axis=1) - 0.5).mean()
+        assert bias > 0.25 if biased else bias < 0.15  # far from fair coins: a binomial tail is unsafe
+        # at most the 99.9% quantile of Binomial(200, 0.01): a calibrated test fails this once in 1000 runs
+        assert sum(r.detected for r in results) <= binom.ppf(0.999, len(results), 0.01)
 
 
 def test_dwtdctsvd_survives_mild_noise_not_cropping(marked) -> None:

@@ -95,8 +95,8 @@ def test_noise_extraction_forges_gaussian_shading_on_new_prompts():
     assert not set(foreign_prompts(len(PROMPTS), 0)) & set(PROMPTS)
     found = detected(wp, forged)
     print(f"gaussian-shading noise-extraction forgeries detected: {found.sum()}/{len(found)}")
-    # Each inversion keeps only ~0.64 sign agreement on the reference model, and a forgery needs two
-    # (extract, then detect), so not every forgery lands (slow test: about half at this FPR). Without
+    # Each inversion keeps about 0.84 sign agreement on the reference model, and a forgery needs two
+    # (extract, then detect), so not every forgery need land. Without
     # the mark, P[>= 1 of 3 detected at FPR 1e-3] <= 3e-3, so one detection shows the forgery works.
     assert found.sum() >= 1
 

@@ -52,7 +52,7 @@ def test_training_embeddings_match_the_pipeline(pipe):
 def test_vae_round_trip_psnr_floor(pipe):
     images, _, _ = scenes.generate(32, seed=4242)
     recon = inversion.decode_latents(pipe, inversion.encode_images(pipe, images))
-    assert psnr(images, recon) > 24.0
+    assert psnr(images, recon) > 26.0  # 28.65 dB measured on 500 held-out scenes
 
 
 def test_captioner_reads_real_scenes(captioner):
@@ -60,7 +60,7 @@ def test_captioner_reads_real_scenes(captioner):
     predicted = captioner.predict_labels(images)
     truth = [scenes.canonical_labels(s.labels()) for s in specs]
     subject = np.mean([p["shape1"] == t["shape1"] and p["colour1"] == t["colour1"] for p, t in zip(predicted, truth)])
-    assert subject >= 0.7  # 0.78 measured on 500 held-out scenes
+    assert subject >= 0.9  # 0.975 measured on 200 held-out scenes
     assert np.mean([p["background"] == t["background"] for p, t in zip(predicted, truth)]) >= 0.9
     shuffled = truth[1:] + truth[:1]  # the same check against the wrong images must fail
     assert np.mean([p["shape1"] == t["shape1"] and p["colour1"] == t["colour1"]
@@ -75,7 +75,7 @@ def test_inversion_recovers_the_initial_noise_signs(pipe):
     pixels = inversion.decode_latents(pipe, latents)
     estimate = inversion.invert_images(pipe, pixels, num_steps=25)
     agreement = (torch.sign(estimate) == torch.sign(noise)).float().mean().item()
-    assert agreement > 0.58  # chance is 0.5; 0.64 measured on 100 images (docs/reference_models.md)
+    assert agreement > 0.75  # chance is 0.5; 0.84 measured on 100 images (docs/reference_models.md)
     wrong = torch.randn(noise.shape, generator=torch.Generator().manual_seed(10))
     assert abs((torch.sign(estimate) == torch.sign(wrong)).float().mean().item() - 0.5) < 0.03
 

@@ -71,7 +71,7 @@ def test_same_seed_same_output_and_different_seeds_differ():
 
 def test_texture_is_a_smooth_field_of_the_asked_std_that_leaves_the_scene_alone():
     """``texture`` adds a per-scene smooth colour field and changes nothing else."""
-    plain, captions, specs = S.generate(40, seed=3)
+    plain, captions, specs = S.generate(40, seed=3, texture=0.0)
     textured, captions_t, specs_t = S.generate(40, seed=3, texture=12.0)
     assert captions_t == captions and [replace(s, texture=0.0) for s in specs_t] == specs
     # on a mid-grey backdrop nothing clips, so the difference is the field itself
@@ -82,10 +82,11 @@ def test_texture_is_a_smooth_field_of_the_asked_std_that_leaves_the_scene_alone(
     assert neighbours > 0.85  # smooth at the latent's scale, unlike the grain
     assert abs(np.corrcoef(diff[0].ravel(), diff[1].ravel())[0, 1]) < 0.2  # each scene its own field
     clip = S.generate_videos(1, seed=9, frames=4, texture=12.0)[0][0].astype(float)
-    still = S.generate_videos(1, seed=9, frames=4)[0][0].astype(float)
+    still = S.generate_videos(1, seed=9, frames=4, texture=0.0)[0][0].astype(float)
     corner = (slice(None), slice(0, 6), slice(0, 6))  # the static texture moves with no shape
     assert np.allclose(clip[corner] - still[corner], (clip - still)[0][corner[1:]], atol=1.0)
     assert not np.array_equal(textured, plain)
+    assert {s.texture for s in S.generate(3, seed=3)[2]} == {S.WORLD_TEXTURE}  # the world's scenes by default
 
 
 def test_shapes_and_dtypes():
@@ -157,7 +158,7 @@ def test_examples_read_as_specified():
 
 
 def test_shapes_appear_in_their_colour_where_they_are():
-    imgs, _, specs = S.generate(150, seed=11)
+    imgs, _, specs = S.generate(150, seed=11, texture=0.0)  # bare scenes: the texture has its own test
     checked_bg = 0
     for img, spec in zip(imgs, specs):
         for s in spec.shapes:

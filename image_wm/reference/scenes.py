@@ -9,9 +9,9 @@ and ``generate(n, seed)`` is reproducible bit for bit.
 Coordinates are continuous pixels of the 64x64 image: x to the right, y downwards,
 pixel ``i`` covering ``[i, i + 1)``.  Shapes are rasterised at ``SS``x resolution with
 OpenCV and box-filtered down (anti-aliasing); background patterns are anti-aliased
-analytically (coverage from the signed distance to the pattern edge).  An optional smooth
-random texture (``generate(..., texture=std)``) covers the whole scene; the shipped models
-were trained without it.
+analytically (coverage from the signed distance to the pattern edge).  A smooth random
+texture of std ``WORLD_TEXTURE`` covers the whole scene: the shipped models were trained on
+it, so ``generate`` draws it by default (``texture=0`` gives the bare scenes).
 
 Every word of every caption is a single WordPiece token of bert-base-uncased, and a
 caption has at most 14 of them (the MiniLM text encoder keeps 16 with [CLS]/[SEP]).
@@ -81,7 +81,11 @@ MAX_ROTATION = 20.0  # degrees
 COLOUR_JITTER = 10  # +- per channel, shapes and background
 MIN_CONTRAST = 85.0  # min RGB distance from a shape colour to both background tones
 MAX_GRAIN = 2.5  # max std of the static Gaussian grain, in 0..255 units
-TEXTURE_SIGMA = 2.0  # blur of the optional texture field, pixels (the latent cell is 4 pixels)
+TEXTURE_SIGMA = 2.0  # blur of the texture field, pixels (the latent cell is 4 pixels)
+# Texture std (0..255) of the shipped world's scenes: it gives the initial noise of a generated
+# image somewhere to survive the VAE round trip (docs/reference_models.md), so every scene drawn
+# as "the world's data" (training, benchmarks, attacks' natural images) carries it.
+WORLD_TEXTURE = 24.0
 _PERP = 0.35  # two shapes: |perpendicular offset| <= _PERP * separation along the relation axis
 
 
@@ -607,7 +611,7 @@ def render_video(spec: VideoSpec, frames: int = 16) -> np.ndarray:
 
 
 def generate(n: int, seed: int, p_two: float = 0.5,
-             texture: float = 0.0) -> tuple[np.ndarray, list[str], list[SceneSpec]]:
+             texture: float = WORLD_TEXTURE) -> tuple[np.ndarray, list[str], list[SceneSpec]]:
     """``n`` seeded scenes: images uint8 [n, RES, RES, 3], captions, specs.
 
     ``texture`` (std of the smooth field, 0..255 units) changes the pixels only: the same seed
@@ -622,7 +626,7 @@ def generate(n: int, seed: int, p_two: float = 0.5,
 
 
 def generate_videos(n: int, seed: int, frames: int = 16,
-                    texture: float = 0.0) -> tuple[np.ndarray, list[str], list[VideoSpec]]:
+                    texture: float = WORLD_TEXTURE) -> tuple[np.ndarray, list[str], list[VideoSpec]]:
     """``n`` seeded clips: videos uint8 [n, frames, RES, RES, 3], captions, specs (``texture`` as in ``generate``)."""
     rng = np.random.default_rng(seed)
     specs = [replace(sample_video_spec(rng), texture=texture) for _ in range(n)]

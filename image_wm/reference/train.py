@@ -1,26 +1,27 @@
 """Reproducible, resumable training of the reference models, on a CPU or a GPU.
 
 The shipped weights under ``image_wm/reference/weights/`` are what these commands produced,
-run in this order on a 2-core AVX2 CPU (fp32; the thread count is fixed at start-up and is part
-of the recipe, since float reductions differ between thread counts)::
+run in this order on a 2-core AMD EPYC with AVX512-BF16 (bf16 autocast; the thread count is fixed
+at start-up and is part of the recipe, since float reductions differ between thread counts)::
 
-    python -m image_wm.reference.train vae       --threads 2              # 1600 steps of 32 crops
-    python -m image_wm.reference.train captioner --threads 1 --steps 1500
-    python -m image_wm.reference.train captioner --threads 1 --steps 3000  # resumed, longer schedule
-    python -m image_wm.reference.train unet      --threads 1              # 900 steps of 32
-    python -m image_wm.reference.train video     --threads 2              # 300 steps of 2 clips
+    python -m image_wm.reference.train vae       --bf16 --threads 2   # 3200 steps of 32 crops
+    python -m image_wm.reference.train unet      --bf16 --threads 2   # 2000 steps of 64
+    python -m image_wm.reference.train video     --bf16 --threads 2   # 300 steps of 2 clips
+    python -m image_wm.reference.train captioner --bf16 --threads 2   # 9000 steps of 64
     python -m image_wm.reference.train export
 
-On a GPU the same commands take ``--device cuda --bf16`` and ``--workers N`` (scenes rendered
-ahead in N processes: the same batches as inline rendering, which at one core's 3,000 scenes/s
-would starve a GPU); ``--max-minutes`` stops at a checkpoint for a fixed-length lease, and a
-work folder without a VAE checkpoint trains the UNet on the shipped VAE. No GPU run has been
-made yet; ``scripts/device/run.sh`` is the prepared one (UNet: 10,000 steps of 256 on a pool of
-131,072 scenes; captioner: 12,000 steps of 256).
+On a CPU without AVX512-BF16 or AMX, leave out ``--bf16`` (fp32; bf16 convolutions there run
+on a slow reference path). On a GPU the same commands take ``--device cuda --bf16`` and
+``--workers N`` (scenes rendered ahead in N processes: the same batches as inline rendering,
+which at one core's 1,300 textured scenes/s would starve a GPU); ``--max-minutes`` stops at a
+checkpoint for a fixed-length lease, and a work folder without a VAE checkpoint trains the UNet
+on the shipped VAE. No GPU run has been made yet; ``scripts/device/run.sh`` is the prepared one
+(UNet: 10,000 steps of 256 on a pool of 131,072 scenes; captioner: 12,000 steps of 256).
 
-``--texture STD`` trains every model on scenes with a smooth random texture (``scenes.generate``'s
-``texture``). That world inverts far better and is not shipped yet; its measured A/B test and the
-commands are in ``docs/reference_models.md``, and the prepared GPU run trains it.
+Every model trains on the world's scenes, which carry a smooth random texture
+(``scenes.WORLD_TEXTURE``; ``--texture`` changes it, 0 gives the bare scenes the first weights
+were trained on). Why the texture is there, with the A/B test, is in
+``docs/reference_models.md``.
 
 ``vae-cycle`` (``train vae-cycle --threads 2``, 600 steps, after ``vae``) is a measured
 experiment, not part of the shipped recipe: it fine-tunes the VAE for the latent round trip and
@@ -546,8 +547,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--generated", type=int, default=1024, help="sampled latents for the VAE cycle fine-tune")
     parser.add_argument("--anchor", type=float, default=1.0, help="weight of the encoder anchor (vae-cycle)")
     parser.add_argument("--cycle", type=float, default=1.0, help="weight of the latent-cycle loss (vae-cycle)")
-    parser.add_argument("--texture", type=float, default=0.0,
-                        help="std of the scenes' smooth random texture, 0..255 units (0: the shipped world)")
+    parser.add_argument("--texture", type=float, default=scenes.WORLD_TEXTURE,
+                        help="std of the scenes' smooth random texture, 0..255 units (default: the shipped world's)")
     parser.add_argument("--frames", type=int, default=8, help="frames per training video")
     parser.add_argument("--out", default=str(components.WEIGHTS_DIR), help="export folder")
     parser.add_argument("--bf16", action="store_true",
@@ -562,7 +563,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 DEFAULTS: dict[str, tuple[int, int]] = {
-    "vae": (1600, 32), "vae-cycle": (600, 32), "captioner": (3000, 64), "unet": (900, 32), "video": (300, 2),
+    "vae": (3200, 32), "vae-cycle": (600, 32), "captioner": (9000, 64), "unet": (2000, 64), "video": (300, 2),
 }
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "vae": train_vae, "vae-cycle": train_vae_cycle, "captioner": train_captioner, "unet": train_unet, "video": train_video, "export": export,

@@ -2,8 +2,8 @@
 
 Captioner accuracy on real scenes, prompt adherence and sign agreement (full path and without the
 VAE) at CFG 1 to 5, so one GPU run also says which guidance the schemes should use.
-Run: ``python scripts/device/eval_reference.py OUT.json [device] [n_generated] [texture]``
-(``texture``: the scene texture the weights were trained on, 0 for the shipped world).
+Run: ``python scripts/device/eval_reference.py OUT.json [device] [n_generated]`` (the scenes are the
+shipped world's, ``scenes.WORLD_TEXTURE``).
 """
 import json, sys, time
 import numpy as np
@@ -18,14 +18,13 @@ from image_wm.reference.pipelines import load_captioner, load_text_to_image
 dev = sys.argv[2] if len(sys.argv) > 2 else "cuda"
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 200
 M = N // 2
-TEXTURE = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 out = {}
 t0 = time.time()
 pipe = load_text_to_image(dev)
 captioner = load_captioner(dev)
-real, _, real_specs = scenes.generate(N * 5 // 2, seed=HELD_OUT_SEED + 1, texture=TEXTURE)
+real, _, real_specs = scenes.generate(N * 5 // 2, seed=HELD_OUT_SEED + 1)
 out["captioner_real_500"] = label_match(captioner, real, real_specs)
-held_out, _, _ = scenes.generate(500, seed=HELD_OUT_SEED, texture=TEXTURE)
+held_out, _, _ = scenes.generate(500, seed=HELD_OUT_SEED)
 out["vae_psnr_500"] = float(vae_round_trip_psnr(pipe, held_out).mean())
 _, prompts, specs = scenes.generate(N, seed=HELD_OUT_SEED + 2)
 noise = torch.randn((N, 4, 16, 16), generator=torch.Generator().manual_seed(3))
