@@ -127,8 +127,9 @@ def main() -> None:
         "a ModelScope frame latent has 4x64x64 = 16,384 entries, the reference model's 4x16x16 = 1,024, so a "
         "frame here carries a 16-bit message and spends the rest of the code on parity checks; and inversion "
         "of the reference video model recovers only part of the latent signs (docs/reference_models.md, "
-        "'Measured figures'), where the PRC decoder needs its test bits to pass. Frames that decode are exact (the test bits certify them); "
-        "frames that do not count as chance, which is what bit accuracy below 1.0 measures here.\n"
+        "'Measured figures'), where the PRC decoder needs its test bits to pass. Frames that decode are "
+        "exact (the test bits certify them); frames that do not count as chance, which is what bit accuracy "
+        "below 1.0 measures here.\n"
     )
     print(body)
     write_section("Video watermarks (VideoMark)", body)

@@ -358,7 +358,8 @@ def train_captioner(args: argparse.Namespace) -> None:
     from image_wm.reference.captioner import SceneCaptioner
 
     model = SceneCaptioner()
-    batches = Prefetch(functools.partial(captioner_batch, args.seed, args.batch, args.texture), args.workers, args.steps)
+    make_batch = functools.partial(captioner_batch, args.seed, args.batch, args.texture)
+    batches = Prefetch(make_batch, args.workers, args.steps)
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
         pixels, labels = batches(step)
