@@ -160,6 +160,16 @@ def test_random_key_null_is_exact_on_non_white_latents() -> None:
     assert sps.kstest(p, "uniform").pvalue > 1e-3
 
 
+def test_ring_statistics_are_what_detect_correlates_with_the_key(marked: torch.Tensor) -> None:
+    """The public ring statistic (used to score many keys at once) is exactly the detector's."""
+    scheme = TreeRing()
+    w = scheme.ring_statistics(marked[:8])
+    key_values = scheme.ring_values(KEY, 4, scheme.radius_for(16, 16)).ravel()
+    cosine = w @ key_values / np.linalg.norm(w, axis=1) / np.linalg.norm(key_values)
+    assert w.shape == (8, key_values.size)
+    assert np.allclose([r.details["cosine"] for r in scheme.detect(marked[:8], KEY)], cosine, atol=1e-12)
+
+
 def test_cosine_tail_matches_simulation() -> None:
     rng = np.random.default_rng(4)
     for dim in (3, 12, 28):
