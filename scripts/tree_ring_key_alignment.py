@@ -15,7 +15,7 @@ nulls (a uniform key direction stays uniform in the subspace; white noise stays 
 K - d ring values. It is a measurement, not the shipped detector: the directions depend on the
 pipeline's VAE and are fitted here on the same kind of edit they are tested on.
 
-Run (about 20 minutes on 2 cores, most of it 1,800 DDIM inversions)::
+Run (25 minutes at 1 thread beside another job; most of it 1,800 DDIM inversions)::
 
     .venv/bin/python scripts/tree_ring_key_alignment.py --n 200 --keys 500 --seed 500
 """
@@ -29,6 +29,8 @@ import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from provenance import stats  # noqa: E402
 
 # (name, attack, strength): the edits; "none" is the clean image
 EDITS = [("clean", None, 0.0), ("rotation 10", "rotation", 10.0), ("rotation 22.5", "rotation", 22.5),
@@ -50,8 +52,6 @@ def kept_basis(calibration: np.ndarray, removed: int) -> np.ndarray:
 
 def flag_rates(w: np.ndarray, keys: np.ndarray, basis: np.ndarray, fpr: float) -> np.ndarray:
     """Per key, the fraction of the rows of ``w`` the (projected) cosine test flags at ``fpr``."""
-    from provenance import stats
-
     cosine = unit(keys @ basis) @ unit(w @ basis).T
     return np.mean(stats.cosine_tail(cosine, basis.shape[1]) <= fpr, axis=1)
 
