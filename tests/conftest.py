@@ -1,9 +1,10 @@
-"""Shared fixtures: offline mode, one thread setting for the whole run, and the real models once."""
+"""Shared fixtures: offline mode, one thread setting, seeded global RNGs, and the real models once."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,6 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # spinning threads made every small torch op wait a time slice (generation 7x slower).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import LogitsProcessor  # noqa: E402
@@ -38,6 +40,18 @@ class RowRouter(LogitsProcessor):
             if processor is not None:
                 out[start:stop] = processor(input_ids[start:stop], scores[start:stop])
         return out
+
+
+@pytest.fixture(autouse=True)
+def seeded_global_rngs():
+    """Every test starts from the same global RNG state, whatever ran before it.
+
+    Tests pass explicit generators where they can; this catches the draws that do not (model
+    initialisation, library defaults), so a pass or a failure never depends on test order.
+    """
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="session")

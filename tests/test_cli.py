@@ -77,8 +77,10 @@ def test_text_detect_rejects_bad_input(tmp_path):
 
 
 def test_text_detect_json_shape(tmp_path):
+    # A seeded key: with a fresh random key this human passage is flagged at the stated 1% rate,
+    # which made the assertion below fail one CI run in a hundred.
     key = tmp_path / "k.json"
-    WatermarkKey.generate().save(key)
+    WatermarkKey.from_seed("cli-json-shape").save(key)
     human = tmp_path / "human.txt"
     human.write_text(json.loads((ROOT / "tests/data/human_passages.jsonl").read_text().splitlines()[0]))
     result = run("text", "detect", "--key", str(key), "--scheme", "kgw", "--json", str(human))

@@ -81,7 +81,7 @@ def test_video_files_round_trip_and_bad_files_fail_cleanly(tmp_path):
 
 def test_cli_generates_and_detects_with_per_frame_alignment(tmp_path):
     key = tmp_path / "key.json"
-    WatermarkKey.generate().save(key)
+    WatermarkKey.from_seed("cli-video").save(key)
     out = tmp_path / "clip.mp4"
     made = CliRunner().invoke(main, ["video", "generate", "--key", str(key), "--prompt", PROMPT, "--frames", "4",
                                      "--steps", "6", "--out", str(out)])
