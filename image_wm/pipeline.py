@@ -9,10 +9,12 @@ reference model and for Stable Diffusion alike.
 images and one ``GenerationRecord`` per image (what a registry stores: scheme, key id,
 payload, prompt, seed, settings; never the key). ``detect(images)`` resizes each image to the
 model's native size, inverts it to the initial noise (``image_wm.inversion``) and runs the
-scheme's test. Semantic schemes (SEAL) first make a provisional image from plain noise,
-caption and embed it, and derive the watermark noise from that embedding (re-keyed on the
-final image's own caption when it differs, see ``_semantic_generation``); at detection the
-inspected image's own caption variants are embedded.
+scheme's test; a scheme that measures something on the pipeline first (Tree-Ring's nuisance
+directions, ``image_wm.tree_ring_calibration``) does so once, before the first detection.
+Semantic schemes (SEAL) first make a provisional image from plain noise, caption and embed it,
+and derive the watermark noise from that embedding (re-keyed on the final image's own caption
+when it differs, see ``_semantic_generation``); at detection the inspected image's own caption
+variants are embedded.
 
 Image ``i`` of a call uses ``torch.Generator().manual_seed(seed + i)`` for its per-image
 randomness, so an image does not depend on the batch it was generated in.
@@ -30,7 +32,7 @@ import torch
 from image_wm.image_io import resize_images
 from image_wm.inversion import invert_images
 from image_wm.reference.pipelines import REFERENCE_GUIDANCE
-from image_wm.schemes import DEFAULT_FPR, LatentWatermark, get_scheme
+from image_wm.schemes import DEFAULT_FPR, LatentWatermark, PipelineCalibrated, get_scheme
 from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
 
@@ -89,6 +91,15 @@ class WatermarkedPipeline:
 
             semantics = CaptionEmbedder(device=pipe.device)
         self.semantics = semantics
+        self._detector: LatentWatermark | None = None
+
+    @property
+    def detector(self) -> LatentWatermark:
+        """The scheme as ``detect`` runs it: calibrated to this pipeline once, where the scheme needs it."""
+        if self._detector is None:
+            scheme = self.scheme
+            self._detector = scheme.calibrated_for(self) if isinstance(scheme, PipelineCalibrated) else scheme
+        return self._detector
 
     @property
     def image_size(self) -> int:
@@ -189,7 +200,7 @@ class WatermarkedPipeline:
         images = self.native_size(images)
         latents = self.invert(images, inversion_steps, decoder_steps)
         embeddings = self.semantics.embed(images, variants=caption_variants) if self.scheme.semantic else None
-        results = self.scheme.detect(latents, self.key, fpr=fpr, embeddings=embeddings)
+        results = self.detector.detect(latents, self.key, fpr=fpr, embeddings=embeddings)
         for result in results:
             result.details.update(inversion_steps=inversion_steps, decoder_steps=decoder_steps)
         return results

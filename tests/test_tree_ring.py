@@ -9,6 +9,7 @@ from scipy import stats as sps
 
 from image_wm.schemes import LatentWatermark, get_scheme
 from image_wm.schemes.tree_ring import TreeRing, ring_index
+from image_wm.tree_ring_calibration import strongest_directions
 from provenance.stats import cosine_tail
 from provenance.keys import WatermarkKey
 
@@ -168,6 +169,90 @@ def test_ring_statistics_are_what_detect_correlates_with_the_key(marked: torch.T
     cosine = w @ key_values / np.linalg.norm(w, axis=1) / np.linalg.norm(key_values)
     assert w.shape == (8, key_values.size)
     assert np.allclose([r.details["cosine"] for r in scheme.detect(marked[:8], KEY)], cosine, atol=1e-12)
+
+
+def black_corners() -> torch.Tensor:
+    """A latent-space stand-in for what rotation paints: the same dark corners in every channel."""
+    pattern = torch.zeros((1, 4, 16, 16))
+    for rows, cols in ((slice(0, 5), slice(0, 5)), (slice(0, 5), slice(11, 16)),
+                       (slice(11, 16), slice(0, 5)), (slice(11, 16), slice(11, 16))):
+        pattern[..., rows, cols] = -0.4
+    return pattern
+
+
+def with_shared_shift(latents: torch.Tensor, seed: int) -> torch.Tensor:
+    """Every latent moved along the same pattern by a random positive amount, as an edit does."""
+    amount = 1.0 + 2.0 * torch.rand((len(latents), 1, 1, 1), generator=generator(seed))
+    return latents + amount * black_corners()
+
+
+def keys_by_alignment(scheme: TreeRing, direction: np.ndarray, n: int = 300) -> list[WatermarkKey]:
+    """Seeded keys sorted from most aligned with ``direction`` to most opposed."""
+    keys = [WatermarkKey.from_seed(f"align-{i}") for i in range(n)]
+    values = np.stack([scheme.ring_values(k, 4, scheme.radius_for(16, 16)).ravel() for k in keys])
+    return [keys[i] for i in np.argsort(-(values @ direction))]
+
+
+def test_projecting_out_a_shared_shift_restores_the_fixed_key_rate_and_the_detection() -> None:
+    """One fixed key aligned with a shift every edited image shares flags most of them; projecting the
+    shift's direction (fitted on separate probe latents, as a pipeline's calibration does) out of ``w``
+    and the key gives the nominal rate again, and the opposed key finds its watermark again."""
+    raw = TreeRing()
+    probe = with_shared_shift(torch.randn((300, 4, 16, 16), generator=generator(20)), seed=21)
+    nuisance = strongest_directions(raw.ring_statistics(probe), count=1)
+    projected = TreeRing(nuisance=nuisance)
+    ordered = keys_by_alignment(raw, raw.ring_statistics(black_corners())[0])
+    aligned, opposed = ordered[0], ordered[-1]
+
+    null = with_shared_shift(torch.randn((N_NULL, 4, 16, 16), generator=generator(22)), seed=23)
+    assert np.mean(p_values(raw, null, aligned) <= FPR) > 0.3  # 0.64; the real worst keys flag 0.49-0.63
+    p = p_values(projected, null, aligned)
+    assert BAND[0] <= np.sum(p <= FPR) <= BAND[1], np.sum(p <= FPR)
+    assert sps.kstest(p, "uniform").pvalue > 1e-3
+    detail = projected.detect(null[:1], aligned)[0].details
+    assert (detail["ring_values"], detail["nuisance_projected"], detail["degrees_of_freedom"]) == (20, True, 19)
+
+    marked = with_shared_shift(noisy(raw.initial_latents((100, 4, 16, 16), opposed, generator(24)), 1.5, 25), 26)
+    assert np.mean(p_values(raw, marked, opposed) <= FPR) < 0.5  # 0.14
+    # 0.90: the watermark cancels part of the shift in a few images, which then keep the full test
+    assert np.mean(p_values(projected, marked, opposed) <= FPR) > 0.8
+
+
+def test_projection_keeps_the_random_key_null_exact_on_non_white_latents() -> None:
+    latents = content_like(N_NULL, seed=27)
+    scheme = TreeRing(nuisance=strongest_directions(TreeRing().ring_statistics(content_like(200, seed=28)), 4))
+    p = np.array([scheme.detect(latents[i:i + 1], WatermarkKey.from_seed(f"null-{i}"), fpr=FPR)[0].p_value
+                  for i in range(N_NULL)])
+    assert BAND[0] <= np.sum(p <= FPR) <= BAND[1], np.sum(p <= FPR)
+    assert sps.kstest(p, "uniform").pvalue > 1e-3
+
+
+def test_unedited_latents_keep_the_full_test_and_fixed_keys_stay_calibrated_on_white_noise() -> None:
+    """Only images with a nuisance shift are projected: white latents switch with probability
+    P(F(6, 14) > 3) = 0.04 and otherwise get exactly the unprojected p-value; a fixed key's rate
+    stays nominal, aligned with the nuisance directions or not."""
+    nuisance = np.linalg.qr(np.random.default_rng(29).standard_normal((20, 6)))[0].T
+    scheme, raw = TreeRing(nuisance=nuisance), TreeRing()
+    latents = torch.randn((N_NULL, 4, 16, 16), generator=generator(30))
+    results = scheme.detect(latents, KEY, fpr=FPR)
+    moved = np.array([r.details["nuisance_projected"] for r in results])
+    assert 0.02 < moved.mean() < 0.07, moved.mean()
+    p = np.array([r.p_value for r in results])
+    assert np.allclose(p[~moved], p_values(raw, latents[torch.from_numpy(~moved)]), rtol=1e-9, atol=0)
+    for key in (KEY, keys_by_alignment(raw, nuisance[0])[0]):
+        p = p_values(scheme, latents, key)
+        assert BAND[0] <= np.sum(p <= FPR) <= BAND[1], np.sum(p <= FPR)
+        assert sps.kstest(p, "uniform").pvalue > 1e-3
+
+
+def test_nuisance_directions_must_fit_the_ring_values() -> None:
+    with pytest.raises(ValueError):
+        TreeRing(nuisance=np.ones(20))
+    for bad in (np.eye(20)[:4, :12], np.eye(20)[:19]):
+        with pytest.raises(ValueError, match="do not fit"):
+            TreeRing(nuisance=bad).detect(torch.zeros(1, 4, 16, 16), KEY)
+    off = TreeRing(nuisance=np.zeros((0, 20)))  # an empty array: no projection, and no pipeline calibration
+    assert off.kept_basis(20) is None and off.calibrated_for(pipeline=None) is off
 
 
 def test_cosine_tail_matches_simulation() -> None:

@@ -20,7 +20,7 @@ Conventions every scheme follows:
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -44,6 +44,15 @@ class LatentWatermark(Protocol):
 
     def detect(self, latents: torch.Tensor, key: WatermarkKey, fpr: float = DEFAULT_FPR,
                embeddings: torch.Tensor | None = None) -> list[DetectionResult]: ...
+
+
+@runtime_checkable
+class PipelineCalibrated(Protocol):
+    """A scheme whose test uses something measured on the pipeline it runs behind (Tree-Ring's
+    nuisance directions). ``WatermarkedPipeline`` asks once, before its first detection; what is
+    measured may depend on the pipeline only, never on a key or the images tested."""
+
+    def calibrated_for(self, pipeline: Any) -> LatentWatermark: ...
 
 
 def check_latent_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
