@@ -71,19 +71,29 @@ def strongest_directions(statistics: np.ndarray, count: int = NUISANCE_DIRECTION
 
 
 def fingerprint(pipeline: Any, scheme: Any) -> str:
-    """Hash of what the directions depend on: VAE and UNet weights, scheduler, ring geometry, probe set."""
+    """Hash of what the directions depend on: VAE and UNet weights, the empty prompt's embedding, the
+    inversion's noise schedule, the ring geometry and the probe set (not library versions or file paths)."""
+    from image_wm.inversion import empty_prompt_embeds
+
     digest = hashlib.blake2b(digest_size=16)
     _, channels, height, width = pipeline.latent_shape(1)
-    geometry = {"channels": scheme.channels_for(channels), "radius": scheme.radius_for(height, width),
-                "latent": [channels, height, width], "image": pipeline.image_size}
-    probe = {"format": FORMAT, "edits": PROBE_EDITS, "scenes": PROBE_SCENES, "seed": PROBE_SEED,
-             "steps": PROBE_STEPS, "directions": NUISANCE_DIRECTIONS}
-    digest.update(json.dumps([geometry, probe, dict(pipeline.pipe.scheduler.config)], sort_keys=True,
-                             default=str).encode())
+    scheduler = pipeline.pipe.scheduler
+    scheduler.set_timesteps(PROBE_STEPS)
+    described = {
+        "geometry": {"channels": scheme.channels_for(channels), "radius": scheme.radius_for(height, width),
+                     "latent": [channels, height, width], "image": pipeline.image_size},
+        "probe": {"format": FORMAT, "edits": PROBE_EDITS, "scenes": PROBE_SCENES, "seed": PROBE_SEED,
+                  "steps": PROBE_STEPS, "directions": NUISANCE_DIRECTIONS},
+        "schedule": {"timesteps": [int(t) for t in scheduler.timesteps],
+                     "final": float(getattr(scheduler, "final_alpha_cumprod", 1.0))},
+    }
+    digest.update(json.dumps(described, sort_keys=True).encode())
+    tensors = [("alphas_cumprod", scheduler.alphas_cumprod), ("empty_prompt", empty_prompt_embeds(pipeline.pipe, 1))]
     for module in (pipeline.pipe.vae, pipeline.pipe.unet):
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        tensors += module.state_dict().items()
+    for name, tensor in tensors:
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
