@@ -78,7 +78,10 @@ def image_generate(key_file, scheme, prompt, payload, model, steps, guidance, se
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def image_detect(key_file, scheme, model, steps, decoder_steps, fpr, as_json, images):
-    """Test IMAGES for the watermark (inverts each to its initial noise)."""
+    """Test IMAGES for the watermark (inverts each to its initial noise).
+
+    Tree-Ring with a new --model first fits that model's nuisance directions once (312 probe
+    inversions, then cached; the reference model's ship with the package)."""
     import numpy as np
 
     from image_wm.image_io import read_image

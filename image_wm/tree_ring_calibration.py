@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from provenance.models import cache_dir
 
@@ -58,9 +59,11 @@ def probe_ring_statistics(pipeline: Any, scheme: Any) -> np.ndarray:
 
     images = pipeline.native_size(scenes.generate(PROBE_SCENES, PROBE_SEED)[0])
     edited = np.concatenate([np.asarray(get(name)(images, strength, PROBE_SEED)) for name, strength in PROBE_EDITS])
+    chunks = tqdm(range(0, len(edited), PROBE_CHUNK), desc="Tree-Ring calibration for this pipeline (once)",
+                  unit="chunk", disable=None)  # shown on a terminal: a large model's first detection is slow
     return np.concatenate([
         scheme.ring_statistics(pipeline.invert(edited[i:i + PROBE_CHUNK], inversion_steps=PROBE_STEPS))
-        for i in range(0, len(edited), PROBE_CHUNK)
+        for i in chunks
     ])
 
 
