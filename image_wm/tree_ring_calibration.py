@@ -101,14 +101,27 @@ def fingerprint(pipeline: Any, scheme: Any) -> str:
 
 
 def nuisance_for(pipeline: Any, scheme: Any) -> np.ndarray:
-    """The pipeline's nuisance directions: the shipped or cached entry, else fitted now and cached."""
+    """The pipeline's nuisance directions: the shipped or cached entry, else fitted now and cached
+    (also when the cached file is unreadable or the wrong shape: it is rewritten)."""
     name = f"{fingerprint(pipeline, scheme)}.json"
+    _, channels, height, width = pipeline.latent_shape(1)
+    shape = (NUISANCE_DIRECTIONS, len(scheme.channels_for(channels)) * scheme.radius_for(height, width))
     for folder in (SHIPPED, cache_dir() / "tree-ring"):
-        if (folder / name).is_file():
-            return np.asarray(json.loads((folder / name).read_text())["directions"], dtype=np.float64)
+        directions = read_entry(folder / name, shape)
+        if directions is not None:
+            return directions
     directions = strongest_directions(probe_ring_statistics(pipeline, scheme))
     save(directions, cache_dir() / "tree-ring" / name)
     return directions
+
+
+def read_entry(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """The directions stored at ``path``, or None when it is missing, unreadable or not ``shape``."""
+    try:
+        directions = np.asarray(json.loads(path.read_text())["directions"], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return directions if directions.shape == shape and np.isfinite(directions).all() else None
 
 
 def save(directions: np.ndarray, path: Path) -> Path:

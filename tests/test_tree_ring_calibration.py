@@ -59,6 +59,11 @@ def test_another_pipeline_is_fitted_once_then_read_from_the_cache(pipe, monkeypa
     second = WatermarkedPipeline(pipe, "tree-ring", WatermarkKey.from_seed("another key, same pipeline"))
     again = counting_inversions(second)
     assert np.array_equal(second.detector.nuisance, fitted) and again == []
+    entries[0].write_text('{"format": "provenance-tree-ring-nuisance/1", "directions": [[1.0, 2.0]]}')
+    repaired = WatermarkedPipeline(pipe, "tree-ring", KEY)
+    refits = counting_inversions(repaired)
+    assert np.allclose(repaired.detector.nuisance, fitted) and sum(refits) == sum(calls)  # a bad entry is refitted
+    assert calibration.read_entry(entries[0], fitted.shape) is not None
 
 
 def test_shipped_directions_carry_what_an_unseen_rotation_adds(pipe):
