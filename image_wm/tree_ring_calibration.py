@@ -74,10 +74,10 @@ def strongest_directions(statistics: np.ndarray, count: int = NUISANCE_DIRECTION
 
 
 def fingerprint(pipeline: Any, scheme: Any) -> str:
-    """Hash of what the directions depend on: VAE and UNet weights, the empty prompt's embedding, the
-    inversion's noise schedule, the ring geometry and the probe set (not library versions or file paths)."""
-    from image_wm.inversion import empty_prompt_embeds
-
+    """Hash of what the directions depend on: VAE, UNet and text-encoder weights, the inversion's noise
+    schedule and timesteps, the ring geometry and the probe set. Only stored bytes and exact
+    integers, never computed floats or library versions, so the same weights give the same
+    fingerprint on any machine (the shipped entry's test checks it)."""
     digest = hashlib.blake2b(digest_size=16)
     _, channels, height, width = pipeline.latent_shape(1)
     scheduler = pipeline.pipe.scheduler
@@ -87,16 +87,14 @@ def fingerprint(pipeline: Any, scheme: Any) -> str:
                      "latent": [channels, height, width], "image": pipeline.image_size},
         "probe": {"format": FORMAT, "edits": PROBE_EDITS, "scenes": PROBE_SCENES, "seed": PROBE_SEED,
                   "steps": PROBE_STEPS, "directions": NUISANCE_DIRECTIONS},
-        "schedule": {"timesteps": [int(t) for t in scheduler.timesteps],
-                     "final": float(getattr(scheduler, "final_alpha_cumprod", 1.0))},
+        "schedule": {"scheduler": type(scheduler).__name__, "timesteps": [int(t) for t in scheduler.timesteps],
+                     "alphas_cumprod": np.round(scheduler.alphas_cumprod.double().numpy(), 6).tolist()},
     }
     digest.update(json.dumps(described, sort_keys=True).encode())
-    tensors = [("alphas_cumprod", scheduler.alphas_cumprod), ("empty_prompt", empty_prompt_embeds(pipeline.pipe, 1))]
-    for module in (pipeline.pipe.vae, pipeline.pipe.unet):
-        tensors += module.state_dict().items()
-    for name, tensor in tensors:
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    for module in (pipeline.pipe.vae, pipeline.pipe.unet, getattr(pipeline.pipe, "text_encoder", None)):
+        for name, tensor in ([] if module is None else module.named_parameters()):  # buffers vary by version
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
