@@ -15,16 +15,21 @@ from image_wm.schemes import DEFAULT_FPR, SCHEME_NAMES
 from provenance.files import check_new_output
 
 
-def _load_pipeline(model: str | None, scheme: str, key_file: str):
+def _load_pipeline(model: str | None, scheme: str, key_file: str, calibrate: bool = True):
+    import numpy as np
+
     from image_wm.pipeline import WatermarkedPipeline
     from image_wm.reference import load_text_to_image
+    from image_wm.schemes import get_scheme
     from provenance.keys import WatermarkKey
     from provenance.models import quiet_libraries
 
     quiet_libraries()
     key = WatermarkKey.load(key_file)
     pipe = load_text_to_image(path=model)
-    return WatermarkedPipeline(pipe, scheme, key, model_name=model or "reference")
+    # no nuisance directions: Tree-Ring's plain test, and no per-pipeline fit (TreeRing.calibrated_for)
+    overrides = {"nuisance": np.zeros((0, 0))} if scheme == "tree-ring" and not calibrate else {}
+    return WatermarkedPipeline(pipe, get_scheme(scheme, **overrides), key, model_name=model or "reference")
 
 
 def _payload_bytes(payload: str | None) -> bytes | None:
@@ -75,19 +80,23 @@ def image_generate(key_file, scheme, prompt, payload, model, steps, guidance, se
 @click.option("--decoder-steps", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Decoder-inversion refinement steps before DDIM inversion.")
 @click.option("--fpr", default=DEFAULT_FPR, show_default=True, type=click.FloatRange(1e-12, 0.5, min_open=True))
+@click.option("--no-calibration", is_flag=True,
+              help="Tree-Ring only: skip the nuisance projection for edited images, and with it the "
+                   "one-off fit for a new --model.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def image_detect(key_file, scheme, model, steps, decoder_steps, fpr, as_json, images):
+def image_detect(key_file, scheme, model, steps, decoder_steps, fpr, no_calibration, as_json, images):
     """Test IMAGES for the watermark (inverts each to its initial noise).
 
     Tree-Ring with a new --model first fits that model's nuisance directions once (312 probe
-    inversions, then cached; the reference model's ship with the package)."""
+    inversions, then cached; the reference model's ship with the package); --no-calibration
+    skips it, at the cost of the fixed-key protection on rotated or erased images."""
     import numpy as np
 
     from image_wm.image_io import read_image
 
     loaded = [read_image(path) for path in images]  # fail on bad input before loading models
-    pipeline = _load_pipeline(model, scheme, key_file)
+    pipeline = _load_pipeline(model, scheme, key_file, calibrate=not no_calibration)
     batch = np.stack([pipeline.native_size(im[None])[0] for im in loaded])
     results = pipeline.detect(batch, fpr=fpr, inversion_steps=steps, decoder_steps=decoder_steps)
     for name, result in zip(images, results):

@@ -50,6 +50,26 @@ def test_generate_then_detect_with_right_and_wrong_key(keys, tmp_path):
     assert_one_line_error(again, "already exists")
 
 
+def test_tree_ring_calibration_can_be_skipped(keys, tmp_path, monkeypatch):
+    """With --no-calibration nothing is fitted or cached and every image keeps Tree-Ring's plain test."""
+    from image_wm import tree_ring_calibration
+
+    monkeypatch.setenv("PROVENANCE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(tree_ring_calibration, "PROBE_SCENES", 1)  # not the shipped entry: calibrating would fit
+    key, _ = keys
+    out = tmp_path / "tr.png"
+    assert run("image", "generate", "--key", key, "--scheme", "tree-ring", "--prompt", PROMPT, "--out", out).exit_code == 0
+    rotated = tmp_path / "rotated.png"
+    image = cv2.imread(str(out))
+    turn = cv2.getRotationMatrix2D(((image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2), 22.5, 1.0)
+    cv2.imwrite(str(rotated), cv2.warpAffine(image, turn, image.shape[1::-1]))
+    result = run("image", "detect", "--key", key, "--scheme", "tree-ring", "--no-calibration", "--json", out, rotated)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 0 and rows[0]["detected"]
+    assert all(not r["details"]["nuisance_projected"] and r["details"]["degrees_of_freedom"] == 20 for r in rows)
+    assert not (tmp_path / "cache").exists()
+
+
 def test_bad_images_get_one_line_errors(keys, tmp_path):
     key, _ = keys
     (tmp_path / "junk.png").write_bytes(b"not an image")
