@@ -16,20 +16,15 @@ from provenance.files import check_new_output
 
 
 def _load_pipeline(model: str | None, scheme: str, key_file: str, calibrate: bool = True):
-    import numpy as np
-
     from image_wm.pipeline import WatermarkedPipeline
     from image_wm.reference import load_text_to_image
-    from image_wm.schemes import get_scheme
     from provenance.keys import WatermarkKey
     from provenance.models import quiet_libraries
 
     quiet_libraries()
     key = WatermarkKey.load(key_file)
     pipe = load_text_to_image(path=model)
-    # no nuisance directions: Tree-Ring's plain test, and no per-pipeline fit (TreeRing.calibrated_for)
-    overrides = {"nuisance": np.zeros((0, 0))} if scheme == "tree-ring" and not calibrate else {}
-    return WatermarkedPipeline(pipe, get_scheme(scheme, **overrides), key, model_name=model or "reference")
+    return WatermarkedPipeline(pipe, scheme, key, model_name=model or "reference", calibrate=calibrate)
 
 
 def _payload_bytes(payload: str | None) -> bytes | None:

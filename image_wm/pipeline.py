@@ -80,7 +80,7 @@ class WatermarkedPipeline:
     """A diffusers text-to-image pipeline plus a latent scheme and a key."""
 
     def __init__(self, pipe: Any, scheme: LatentWatermark | str, key: WatermarkKey, semantics: Any = None,
-                 model_name: str = "reference", caption_rounds: int = 3) -> None:
+                 model_name: str = "reference", caption_rounds: int = 3, calibrate: bool = True) -> None:
         self.pipe = pipe
         self.caption_rounds = caption_rounds
         self.scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
@@ -91,14 +91,16 @@ class WatermarkedPipeline:
 
             semantics = CaptionEmbedder(device=pipe.device)
         self.semantics = semantics
+        # calibrate=False: the scheme's test without pipeline measurements (no one-off fit either)
+        self.calibrate = calibrate
         self._detector: LatentWatermark | None = None
 
     @property
     def detector(self) -> LatentWatermark:
         """The scheme as ``detect`` runs it: calibrated to this pipeline once, where the scheme needs it."""
         if self._detector is None:
-            scheme = self.scheme
-            self._detector = scheme.calibrated_for(self) if isinstance(scheme, PipelineCalibrated) else scheme
+            needs = self.calibrate and isinstance(self.scheme, PipelineCalibrated)
+            self._detector = self.scheme.calibrated_for(self) if needs else self.scheme
         return self._detector
 
     @property

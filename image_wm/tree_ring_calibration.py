@@ -80,7 +80,7 @@ def fingerprint(pipeline: Any, scheme: Any) -> str:
     fingerprint on any machine (the shipped entry's test checks it)."""
     digest = hashlib.blake2b(digest_size=16)
     _, channels, height, width = pipeline.latent_shape(1)
-    scheduler = pipeline.pipe.scheduler
+    scheduler = type(pipeline.pipe.scheduler).from_config(pipeline.pipe.scheduler.config)  # leave the user's as is
     scheduler.set_timesteps(PROBE_STEPS)
     described = {
         "geometry": {"channels": scheme.channels_for(channels), "radius": scheme.radius_for(height, width),

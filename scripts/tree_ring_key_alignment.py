@@ -54,7 +54,6 @@ def main(n: int, n_keys: int, seed: int, fpr: float, threads: int) -> None:
     torch.set_num_threads(threads)
     from attacks.audit_targets import LatentImageTarget
     from attacks.registry import get
-    from image_wm.schemes.tree_ring import TreeRing
     from provenance.keys import WatermarkKey
 
     marking_key = WatermarkKey.from_seed(f"tree-ring-alignment-{seed}")
@@ -72,7 +71,7 @@ def main(n: int, n_keys: int, seed: int, fpr: float, threads: int) -> None:
                      for i in range(n_keys)])
     marking = raw.ring_values(marking_key, *shape).ravel()
     dim = marking.size
-    for label, scheme in (("no projection", TreeRing()), ("as shipped: the pipeline's nuisance directions "
+    for label, scheme in (("no projection", raw), ("as shipped: the pipeline's nuisance directions "
                                                         "projected out of edited images", target.wrapped.detector)):
         print(f"\nTree-Ring, {n} images per row, {n_keys} keys, p <= {fpr}; {label}")
         print("| edit | marking key: TPR | its FPR | FPR over keys: mean | 95th pct | max "

@@ -67,8 +67,8 @@ def test_another_pipeline_is_fitted_once_then_read_from_the_cache(pipe, monkeypa
 
 
 def test_shipped_directions_carry_what_an_unseen_rotation_adds(pipe):
-    """Rotation by 22.5 degrees (the probe set has 5-45 but not 22.5) on generated images: most of the
-    ring statistic's energy lies in the four shipped directions, against about 4/20 on clean images."""
+    """Rotation by 22.5 degrees (the probe set has 2.5-45 but not 22.5) on generated images: most of the
+    ring statistic's energy lies in the six shipped directions, against about 6/20 on clean images."""
     wrapped = WatermarkedPipeline(pipe, "tree-ring", KEY)
     noise = initial_noise(wrapped.latent_shape(len(PROMPTS)), list(range(40, 40 + len(PROMPTS))))
     clean = wrapped.run_pipeline(PROMPTS, noise, DEFAULT_STEPS, DEFAULT_GUIDANCE)

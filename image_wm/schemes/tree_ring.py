@@ -146,6 +146,7 @@ class TreeRing:
         # directions projected out of an edited image's w and the key before the test (see score);
         # None: none, and a pipeline fits its own on first detection (calibrated_for)
         self.nuisance = None if nuisance is None else np.asarray(nuisance, dtype=np.float64)
+        self._kept = None if self.nuisance is None or len(self.nuisance) == 0 else null_space(self.nuisance)
 
     def calibrated_for(self, pipeline: Any) -> "TreeRing":
         """This scheme with ``pipeline``'s nuisance directions (``image_wm.tree_ring_calibration``);
@@ -158,12 +159,12 @@ class TreeRing:
 
     def kept_basis(self, ring_values: int) -> np.ndarray | None:
         """``(K, K - d)`` orthonormal basis of the complement of the nuisance directions (None: no projection)."""
-        if self.nuisance is None or len(self.nuisance) == 0:
+        if self._kept is None:
             return None
         if self.nuisance.shape[1] != ring_values or len(self.nuisance) > ring_values - 2:
             raise ValueError(f"{len(self.nuisance)} nuisance directions of length {self.nuisance.shape[1]} do not fit "
                              f"{ring_values} ring values")
-        return null_space(self.nuisance)
+        return self._kept
 
     def radius_for(self, height: int, width: int) -> int:
         """The configured radius, or the paper's 10-on-64 scaled to this latent, at least ``MIN_RADIUS``."""
