@@ -40,6 +40,8 @@ def encode_images(pipe, images: np.ndarray | torch.Tensor, chunk: int = 64) -> t
     x = pixels_to_tensor(images)
     video = x.ndim == 5
     flat = x.reshape(-1, *x.shape[-3:]).to(pipe.device, pipe.vae.dtype)
+    if len(flat) == 0:
+        raise ValueError("no images to encode: the batch is empty")
     z = torch.cat([pipe.vae.encode(flat[i:i + chunk]).latent_dist.mean for i in range(0, len(flat), chunk)])
     z = z * _scale(pipe)
     if video:

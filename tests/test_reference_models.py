@@ -55,6 +55,11 @@ def test_vae_round_trip_psnr_floor(pipe):
     assert psnr(images, recon) > 26.0  # 28.65 dB measured on 500 held-out scenes
 
 
+def test_encoding_an_empty_batch_says_so(pipe):
+    with pytest.raises(ValueError, match="no images to encode"):
+        inversion.encode_images(pipe, np.zeros((0, 64, 64, 3), np.uint8))
+
+
 def test_captioner_reads_real_scenes(captioner):
     images, _, specs = scenes.generate(100, seed=777)
     predicted = captioner.predict_labels(images)

@@ -18,6 +18,7 @@ from image_wm.reference.pipelines import load_captioner, load_text_to_image
 dev = sys.argv[2] if len(sys.argv) > 2 else "cuda"
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 200
 M = N // 2
+D = max(1, N // 10)  # images refined by decoder inversion (100 steps each): 20 of the default 200
 out = {}
 t0 = time.time()
 pipe = load_text_to_image(dev)
@@ -38,8 +39,8 @@ for cfg in (1.0, 1.5, 2.0, 3.0, 5.0):
     nv = sign_agreement(inversion.ddim_invert(pipe, z0[:M], 50), noise[:M])
     row["no_vae_50"] = [float(nv.mean()), float(nv.min())]
     if cfg == 2.0:
-        ref = sign_agreement(inversion.invert_images(pipe, gen[:M // 5], 50, decoder_steps=100), noise[:M // 5])
-        row["decinv_20"] = [float(ref.mean()), float(ref.min())]
+        ref = sign_agreement(inversion.invert_images(pipe, gen[:D], 50, decoder_steps=100), noise[:D])
+        row[f"decinv_{D}"] = [float(ref.mean()), float(ref.min())]
         np.save("/tmp/gen_cfg2.npy", gen[:16])
     out[f"cfg_{cfg}"] = row
     print(cfg, row, flush=True)

@@ -3,7 +3,10 @@
 # (benchmarks/gpu.py), then the reference world: its VAE for VAE_MIN minutes (0: keep the
 # shipped VAE), then the image UNet and captioner for TRAIN_MIN minutes,
 # exported and evaluated (scripts/device/eval_reference.py). It has not run yet:
-# the sessions that prepared it were not lent a machine.
+# the sessions that prepared it were not lent a machine. Rehearsed end to end on a 2-core CPU
+# (2026-12-06, 7.5 minutes; a throwaway worktree, since export writes the package weights):
+# `OUT=/tmp/out PIP=true PY=.venv/bin/python DEV=cpu VAE_MIN=0.2 TRAIN_MIN=0.5 POOL=2048 BATCH=16
+# NEVAL=8 EVAL_S=400 bash scripts/device/run.sh` after `minilm_carry.py prune .device/minilm`.
 #
 # Preparation here (the upload is capped at 64 MiB, and the machine has no diffusers, reedsolo,
 # cryptography or MiniLM): `bash scripts/device/prepare.sh`, then move
