@@ -175,11 +175,6 @@ class KeySequenceProcessor(LogitsProcessor):
         self.prompt_length: int | None = None
         self._last_length: int | None = None
 
-    def reset(self) -> None:
-        """Forget the prompt length (and random shifts) so the next call starts a new generation."""
-        self.prompt_length = self._last_length = None
-        self.shifts = self._shift_tensor = None
-
     def _start(self, batch: int, length: int, device: torch.device) -> None:
         self.prompt_length = length
         if self._requested is None:

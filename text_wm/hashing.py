@@ -190,11 +190,6 @@ def unsigned_min(h: torch.Tensor, dim: int) -> torch.Tensor:
     return (h ^ _SIGN).min(dim=dim).values ^ _SIGN
 
 
-def uniform_from_hash(h: torch.Tensor) -> torch.Tensor:
-    """Map 32-bit hashes to floats in [0, 1)."""
-    return h.to(torch.float64) / 2.0**32
-
-
 def context_windows(tokens: torch.Tensor, width: int) -> torch.Tensor:
     """``(..., T) -> (..., T - width, width)``: the ``width`` tokens before each scored position."""
     return tokens.unfold(-1, width, 1)[..., :-1, :]

@@ -22,7 +22,7 @@ the background: "a A left of a B on striped green background".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 import cv2
@@ -217,10 +217,6 @@ class Backdrop:
     grain_seed: int = 0
     texture: float = 0.0
 
-    def backdrop(self) -> dict:
-        """This background's fields, to draw another spec on the same background."""
-        return {f.name: getattr(self, f.name) for f in fields(Backdrop)}
-
 
 @dataclass(frozen=True)
 class SceneSpec(Backdrop):
@@ -278,9 +274,6 @@ class VideoSpec(Backdrop):
         return ShapeSpec(s.shape, e.colour if t >= 0.5 else s.colour, s.size,
                          (1 - t) * s.cx + t * e.cx, (1 - t) * s.cy + t * e.cy,
                          (1 - t) * s.rotation + t * e.rotation, (1 - t) * s.r + t * e.r, rgb)
-
-    def scene(self, t: float = 0.0) -> SceneSpec:
-        return SceneSpec((self.at(t),), **self.backdrop())
 
     @property
     def to_colour(self) -> str | None:
