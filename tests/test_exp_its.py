@@ -141,6 +141,19 @@ def test_processor_forces_exactly_the_sampler_token(scheme) -> None:
     assert len(random_shifts.shifts) == 3 and all(0 <= s < 16 for s in random_shifts.shifts)
 
 
+def test_reused_processor_restarts_only_where_it_can_tell_or_is_reset() -> None:
+    processor = EXP(key_length=16).processor(KEY, 50, shifts=0)
+    call = lambda length: processor(torch.zeros(1, length, dtype=torch.long), torch.randn(1, 50))  # noqa: E731
+    call(7), call(8)
+    call(5)  # shorter than the last input: a new generation
+    assert processor.prompt_length == 5
+    call(6)  # one token longer: indistinguishable from the next step
+    assert processor.prompt_length == 5
+    processor.reset()
+    call(6)
+    assert processor.prompt_length == 6
+
+
 @pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.name)
 def test_sampler_is_distortion_free(scheme) -> None:
     """Over 20000 key positions, token frequencies match p (chi-square, 5 dof)."""

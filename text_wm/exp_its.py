@@ -147,7 +147,9 @@ class KeySequenceProcessor(LogitsProcessor):
     shift per row (a single-element sequence is used for every row). ``processor.shifts``
     holds the shifts in use (store them with the generation record). The prompt length is
     recorded at the first call; a call whose input is not exactly one token longer than the
-    previous one starts a new generation (random shifts are then redrawn).
+    previous one starts a new generation (random shifts are then redrawn). A processor reused
+    for a prompt exactly one token longer than the last call's input cannot tell; call
+    ``reset()`` between generations when reusing one.
     """
 
     def __init__(
@@ -174,6 +176,11 @@ class KeySequenceProcessor(LogitsProcessor):
         self._shift_tensor: torch.Tensor | None = None
         self.prompt_length: int | None = None
         self._last_length: int | None = None
+
+    def reset(self) -> None:
+        """Forget the prompt length (and random shifts) so the next call starts a new generation."""
+        self.prompt_length = self._last_length = None
+        self.shifts = self._shift_tensor = None
 
     def _start(self, batch: int, length: int, device: torch.device) -> None:
         self.prompt_length = length
