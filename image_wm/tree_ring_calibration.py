@@ -73,18 +73,23 @@ def strongest_directions(statistics: np.ndarray, count: int = NUISANCE_DIRECTION
     return directions[:count]
 
 
+def ring_geometry(pipeline: Any, scheme: Any) -> dict:
+    """The marked channels and ring radius ``scheme`` uses on ``pipeline``'s latents (part of the fingerprint)."""
+    _, channels, height, width = pipeline.latent_shape(1)
+    return {"channels": scheme.channels_for(channels), "radius": scheme.radius_for(height, width),
+            "latent": [channels, height, width], "image": pipeline.image_size}
+
+
 def fingerprint(pipeline: Any, scheme: Any) -> str:
     """Hash of what the directions depend on: VAE, UNet and text-encoder weights, the inversion's noise
     schedule and timesteps, the ring geometry and the probe set. Only stored bytes and exact
     integers, never computed floats or library versions, so the same weights give the same
     fingerprint on any machine (the shipped entry's test checks it)."""
     digest = hashlib.blake2b(digest_size=16)
-    _, channels, height, width = pipeline.latent_shape(1)
     scheduler = type(pipeline.pipe.scheduler).from_config(pipeline.pipe.scheduler.config)  # leave the user's as is
     scheduler.set_timesteps(PROBE_STEPS)
     described = {
-        "geometry": {"channels": scheme.channels_for(channels), "radius": scheme.radius_for(height, width),
-                     "latent": [channels, height, width], "image": pipeline.image_size},
+        "geometry": ring_geometry(pipeline, scheme),
         "probe": {"format": FORMAT, "edits": PROBE_EDITS, "scenes": PROBE_SCENES, "seed": PROBE_SEED,
                   "steps": PROBE_STEPS, "directions": NUISANCE_DIRECTIONS},
         "schedule": {"scheduler": type(scheduler).__name__, "timesteps": [int(t) for t in scheduler.timesteps],
@@ -102,8 +107,8 @@ def nuisance_for(pipeline: Any, scheme: Any) -> np.ndarray:
     """The pipeline's nuisance directions: the shipped or cached entry, else fitted now and cached
     (also when the cached file is unreadable or the wrong shape: it is rewritten)."""
     name = f"{fingerprint(pipeline, scheme)}.json"
-    _, channels, height, width = pipeline.latent_shape(1)
-    shape = (NUISANCE_DIRECTIONS, len(scheme.channels_for(channels)) * scheme.radius_for(height, width))
+    geometry = ring_geometry(pipeline, scheme)
+    shape = (NUISANCE_DIRECTIONS, len(geometry["channels"]) * geometry["radius"])
     for folder in (SHIPPED, cache_dir() / "tree-ring"):
         directions = read_entry(folder / name, shape)
         if directions is not None:

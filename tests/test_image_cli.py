@@ -52,6 +52,7 @@ def test_generate_then_detect_with_right_and_wrong_key(keys, tmp_path):
 
 def test_tree_ring_calibration_can_be_skipped(keys, tmp_path, monkeypatch):
     """With --no-calibration nothing is fitted or cached and every image keeps Tree-Ring's plain test."""
+    from attacks.image import rotation
     from image_wm import tree_ring_calibration
 
     monkeypatch.setenv("PROVENANCE_CACHE", str(tmp_path / "cache"))
@@ -60,9 +61,7 @@ def test_tree_ring_calibration_can_be_skipped(keys, tmp_path, monkeypatch):
     out = tmp_path / "tr.png"
     assert run("image", "generate", "--key", key, "--scheme", "tree-ring", "--prompt", PROMPT, "--out", out).exit_code == 0
     rotated = tmp_path / "rotated.png"
-    image = cv2.imread(str(out))
-    turn = cv2.getRotationMatrix2D(((image.shape[1] - 1) / 2, (image.shape[0] - 1) / 2), 22.5, 1.0)
-    cv2.imwrite(str(rotated), cv2.warpAffine(image, turn, image.shape[1::-1]))
+    cv2.imwrite(str(rotated), rotation(cv2.imread(str(out))[None], 22.5)[0])
     result = run("image", "detect", "--key", key, "--scheme", "tree-ring", "--no-calibration", "--json", out, rotated)
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.exit_code == 0 and rows[0]["detected"]
