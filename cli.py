@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from provenance import __version__
-from provenance.files import check_new_output
+from provenance.files import check_new_output, write_text_atomic
 from provenance.keys import KeyFileError, WatermarkKey
 from provenance.models import ModelNotFoundError, quiet_libraries
 
@@ -168,7 +168,7 @@ def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_ne
     )
     lines = [json.dumps(record.to_dict()) for record in records]
     if out_path is not None:
-        out_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_text_atomic(out_path, "\n".join(lines) + "\n")
         click.echo(f"wrote {len(records)} watermarked text(s) to {out_path}", err=True)
     else:
         for record in records:

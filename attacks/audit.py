@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from attacks.audit_targets import COVER_PARAM, AuditTarget, Items
 from attacks.registry import Attack, Modality, get
+from provenance.files import write_text_atomic
 from provenance.result import DetectionResult
 from provenance.stats import check_fpr
 
@@ -145,9 +146,7 @@ def read_partial(out_dir: Path) -> dict[str, dict[str, Any]]:
 
 def rewrite_partial(out_dir: Path, records: Sequence[dict[str, Any]]) -> None:
     """Keep only whole records (drops a line an interrupted write cut off), atomically."""
-    tmp = out_dir / (PARTIAL_FILE + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, out_dir / PARTIAL_FILE)
+    write_text_atomic(out_dir / PARTIAL_FILE, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def append_partial(out_dir: Path, record: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from provenance import __version__
-from provenance.files import check_new_output
+from provenance.files import check_new_output, write_text_atomic
 
 MODALITIES = ("image", "video", "text")
 KEY_FILE = "key.json"
@@ -176,4 +176,4 @@ def attack_text(name, strength, seed, out, force, source):
     if not content.strip():
         raise ValueError(f"{source}: empty text")
     _attack_file("text", name, strength, seed, out, force, content,
-                 lambda text: Path(out).write_text(text, encoding="utf-8"))
+                 lambda text: write_text_atomic(out, text))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from provenance.files import write_text_atomic
 from provenance.models import cache_dir
 
 NUISANCE_DIRECTIONS = 6
@@ -129,12 +129,8 @@ def read_entry(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
 
 def save(directions: np.ndarray, path: Path) -> Path:
     """Write an entry atomically (a reader, or a second process fitting the same entry, never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".partial", delete=False) as partial:
-        json.dump({"format": FORMAT, "directions": directions.tolist()}, partial)
-    Path(partial.name).chmod(0o644)  # not a secret: readable like the weights it describes
-    Path(partial.name).replace(path)
-    return path
+    # Not a secret: readable (0644, the default) like the weights it describes.
+    return write_text_atomic(path, json.dumps({"format": FORMAT, "directions": directions.tolist()}))
 
 
 def ship_reference_entry() -> Path:

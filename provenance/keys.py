@@ -16,13 +16,14 @@ import hmac
 import json
 import os
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from provenance.files import write_text_atomic
 
 SECRET_BYTES = 32
 KEY_FILE_FORMAT = "provenance-watermark-key"
@@ -129,19 +130,7 @@ class WatermarkKey:
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"refusing to overwrite existing key file {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".key-", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.to_dict(), handle, indent=2)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n", mode=0o600)
         return path
 
     @classmethod

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from provenance.files import check_new_output
+from provenance.files import check_new_output, write_text_atomic
 
 
 def _read_text(name: str) -> str:
@@ -62,7 +62,7 @@ def text_watermark(scheme, key_file, model, out, force, in_file):
     text = _read_text(in_file)
     lm, tokenizer = load_text_model(model)
     marked = BlackBoxWatermark(SynonymProposer(lm, tokenizer)).watermark(text, key)
-    out_path.write_text(marked.text, encoding="utf-8")
+    write_text_atomic(out_path, marked.text)
     click.echo(
         f"wrote {out_path}: {scheme} watermark, changed {marked.n_changed} of {marked.n_words} words "
         f"({marked.fraction_changed:.1%}), MiniLM similarity {marked.similarity:.3f}",
@@ -98,7 +98,7 @@ def dataset_mark(in_file, out, k, model, force):
         json.dumps(m.text if isinstance(row, str) else {**row, "text": m.text}, ensure_ascii=False)
         for m, row in zip(marked, rows)
     ]
-    out_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(out_path, "\n".join(lines) + "\n")
     changed = sum(len(m.replacements) for m in marked)
     click.echo(f"wrote {len(marked)} marked document(s) to {out_path}: {changed} substitutions, "
                f"{len(lexi.replacement_map)} distinct words replaced", err=True)

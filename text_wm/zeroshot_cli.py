@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from provenance.files import check_new_output
+from provenance.files import check_new_output, write_text_atomic
 
 
 @click.command("zeroshot")
@@ -60,7 +60,7 @@ def zeroshot_calibrate(model, out, force, passages):
     null = calibrate_null(lm, tokenizer, texts, model_name=default_text_model().name if model is None else Path(model).name,
                           source=Path(passages).name)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(null) + "\n", encoding="utf-8")
+    write_text_atomic(out_path, json.dumps(null) + "\n")
     click.echo(f"wrote the null of {len(null['calibration_indices'])} passages to {out_path}", err=True)
 
 
