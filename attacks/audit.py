@@ -17,8 +17,10 @@ test, never a threshold fitted on the audit's data):
 A ``none`` cell (no attack) gives the clean TPR and the empirical FPR on the twins.
 
 Resumable: each finished cell is appended (flushed, fsynced) to ``partial.jsonl`` in the output
-folder under a key of (modality, scheme, attack, strength, n, seed, fpr, key id); a restarted audit
-skips those cells, and makes no items for a scheme whose cells are all done. Items are remade
+folder under a key of (modality, scheme, attack, strength, n, seed, fpr, key id, setup id); a
+restarted audit skips those cells, and makes no items for a scheme whose cells are all done. The
+setup id (``AuditTarget.setup_id``) hashes the model weights and the generation settings, so
+retrained weights, another model or other step counts never reuse a finished cell. Items are remade
 after a restart (they are deterministic under the seed), not stored.
 """
 
@@ -83,11 +85,12 @@ class CellSpec:
     seed: int
     fpr: float
     key_id: str
+    setup_id: str
 
     @property
     def key(self) -> str:
         return json.dumps([self.modality, self.scheme, self.attack, self.strength, self.n, self.seed, self.fpr,
-                           self.key_id])
+                           self.key_id, self.setup_id])
 
 
 def resolve_attacks(modality: Modality, names: Sequence[str]) -> list[Attack]:
@@ -122,7 +125,8 @@ def plan(targets: Sequence[AuditTarget], attacks: Sequence[Attack], strengths: S
     cells = []
     for target in targets:
         def spec(name: str, strength: float) -> CellSpec:
-            return CellSpec(target.modality, target.scheme, name, float(strength), n, seed, float(fpr), target.key_id)
+            return CellSpec(target.modality, target.scheme, name, float(strength), n, seed, float(fpr), target.key_id,
+                            target.setup_id)
 
         cells.append((target, None, spec(NO_ATTACK, 0.0)))
         cells.extend((target, a, spec(a.name, s)) for a, values in per_attack for s in values)
@@ -197,7 +201,7 @@ def run_cell(target: AuditTarget, attack: Attack | None, spec: CellSpec, items: 
         "cell_key": spec.key, "modality": spec.modality, "scheme": spec.scheme, "attack": spec.attack,
         "kind": kind, "strength": spec.strength, "unit": attack.unit if attack else "",
         "stronger": attack.stronger if attack else "up", "n": n, "seed": spec.seed, "fpr": spec.fpr,
-        "key_id": spec.key_id,
+        "key_id": spec.key_id, "setup_id": spec.setup_id,
         "tpr": None if kind == "forgery" else detection,
         "forge_success": detection if kind == "forgery" else None,
         "fpr_attacked": _rate(twin_results, spec.fpr),

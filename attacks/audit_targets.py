@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -51,11 +51,14 @@ class AuditTarget(Protocol):
     ``make`` must be deterministic under ``seed``; ``apply`` must pass ``seed`` on to the attack;
     ``quality`` returns mean metrics (higher = closer to the original); ``save_example`` writes
     one item to ``path_stem`` plus a suffix of its choice and returns the file's name.
+    ``setup_id`` names, without secrets, the model weights and settings that make and detect the
+    items: a resumed audit reuses a finished cell only under the same setup.
     """
 
     modality: Modality
     scheme: str
     key_id: str
+    setup_id: str
 
     def make(self, n: int, seed: int) -> Items: ...
 
@@ -69,6 +72,22 @@ class AuditTarget(Protocol):
 
 
 # -- shared helpers ---------------------------------------------------------------------
+def describe_setup(settings: dict[str, Any], *modules: Any) -> str:
+    """A short public id of ``settings`` and the modules' weights (``provenance.models.weights_digest``)."""
+    import hashlib
+    import json
+
+    from provenance.models import weights_digest
+
+    described = json.dumps({**settings, "weights": weights_digest(*modules)}, sort_keys=True)
+    return hashlib.blake2b(described.encode(), digest_size=8).hexdigest()
+
+
+def pipeline_modules(pipe: Any) -> tuple[Any, ...]:
+    """The weights a diffusion pipeline's images depend on: VAE, denoiser and text encoder."""
+    return pipe.vae, pipe.unet, getattr(pipe, "text_encoder", None)
+
+
 def attack_models(attack: Attack, offered: dict[str, Any]) -> dict[str, Any]:
     """The subset of ``offered`` (``pipe``, ``model``, ``tokenizer``, ``target``) the attack's function names."""
     params = inspect.signature(attack.fn).parameters
@@ -126,6 +145,12 @@ class ImageTarget:
 
             self._pipe = shared(load_text_to_image, self._model)
         return self._pipe
+
+    @cached_property
+    def setup_id(self) -> str:
+        from image_wm.pipeline import DEFAULT_GUIDANCE
+
+        return describe_setup({"steps": self.steps, "guidance": DEFAULT_GUIDANCE}, *pipeline_modules(self.pipe))
 
     def plain_images(self, prompts: list[str], seed: int) -> np.ndarray:
         """Unwatermarked images, image ``i`` from plain noise seeded ``seed + i``."""
@@ -252,6 +277,10 @@ class TextTarget:
             self._lm, self._tokenizer = text_model(self._model)
         return self._lm, self._tokenizer
 
+    @cached_property
+    def setup_id(self) -> str:
+        return describe_setup({"tokens": self.tokens}, self._load()[0])
+
     def _generate(self, prompts: list[str], watermark: Any, seed: int, payload: bytes | None) -> list[str]:
         from text_wm.generate import generate_watermarked
 
@@ -340,6 +369,13 @@ class VideoTarget:
             pipe = self._pipe if self._pipe is not None else shared(load_text_to_video, self._model)
             self._wrapped = WatermarkedVideoPipeline(pipe, self.key)
         return self._wrapped
+
+    @cached_property
+    def setup_id(self) -> str:
+        from image_wm.pipeline import DEFAULT_GUIDANCE
+
+        settings = {"steps": self.steps, "frames": self.frames, "guidance": DEFAULT_GUIDANCE}
+        return describe_setup(settings, *pipeline_modules(self.wrapped.pipe))
 
     def make(self, n: int, seed: int) -> Items:
         from image_wm.pipeline import DEFAULT_GUIDANCE, initial_noise

@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from provenance.files import write_text_atomic
-from provenance.models import cache_dir
+from provenance.models import cache_dir, update_with_weights
 
 NUISANCE_DIRECTIONS = 6
 PROBE_SCENES = 24
@@ -96,10 +95,7 @@ def fingerprint(pipeline: Any, scheme: Any) -> str:
                      "alphas_cumprod": np.round(scheduler.alphas_cumprod.double().numpy(), 6).tolist()},
     }
     digest.update(json.dumps(described, sort_keys=True).encode())
-    for module in (pipeline.pipe.vae, pipeline.pipe.unet, getattr(pipeline.pipe, "text_encoder", None)):
-        for name, tensor in ([] if module is None else module.named_parameters()):  # buffers vary by version
-            digest.update(name.encode())
-            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    update_with_weights(digest, (pipeline.pipe.vae, pipeline.pipe.unet, getattr(pipeline.pipe, "text_encoder", None)))
     return digest.hexdigest()
 
 

@@ -187,6 +187,28 @@ def load_embedder(model: str | os.PathLike | None = None, device: str | None = N
     return encoder, tokenizer
 
 
+def update_with_weights(digest: Any, modules: Any) -> None:
+    """Feed each module's parameters (name, then fp32 bytes) into a ``hashlib`` object.
+
+    Why: caches and resumable results must notice retrained weights. Only parameters, stored as
+    exact fp32 bytes, enter: buffers and library versions vary between installs, the weights do
+    not, so the same weights hash the same on any machine. ``None`` entries are skipped.
+    """
+    import torch
+
+    for module in modules:
+        for name, tensor in ([] if module is None else module.named_parameters()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+
+
+def weights_digest(*modules: Any) -> str:
+    """A short hex digest of the modules' parameters (see ``update_with_weights``)."""
+    digest = hashlib.blake2b(digest_size=8)
+    update_with_weights(digest, modules)
+    return digest.hexdigest()
+
+
 def quiet_libraries() -> None:
     """Silence library chatter (progress bars, hub notices, prompt-truncation warnings) so a
     command's output is only its own; also forces offline mode for anything that would look."""

@@ -19,11 +19,12 @@ import click
 import cv2
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from attacks import register
 from attacks.audit import PARTIAL_FILE, read_partial, run_audit
-from attacks.audit_targets import Items, TextTarget
+from attacks.audit_targets import Items, TextTarget, describe_setup
 from attacks.cli import attack, audit
 from attacks.quality import image_quality, psnr, ssim
 from attacks.report import write_report
@@ -250,7 +251,7 @@ def test_image_quality_metrics():
 class StubImages:
     """A model-free image target: items are given, detection says 'watermarked' for bright images."""
 
-    modality, scheme, key_id = "image", "stub", "0" * 16
+    modality, scheme, key_id, setup_id = "image", "stub", "0" * 16, "stub-weights"
 
     def __init__(self):
         self.made = 0
@@ -313,6 +314,27 @@ def test_interrupted_run_resumes_identically(tmp_path):
     before, after = json.loads(lines[-1]), json.loads(again[-1])
     before.pop("seconds"), after.pop("seconds")
     assert after == before
+
+
+def test_other_setup_redoes_finished_cells(tmp_path):
+    """Retrained weights or other settings (another setup id) never reuse a finished cell."""
+    run_audit([StubImages()], [IMAGE_NOISE], tmp_path, levels=2, n=2, progress=False)
+    retrained = StubImages()
+    retrained.setup_id = "retrained-weights"
+    cells = run_audit([retrained], [IMAGE_NOISE], tmp_path, levels=2, n=2, progress=False)
+    assert retrained.made == 1 and {c["setup_id"] for c in cells} == {"retrained-weights"}
+    assert len(read_partial(tmp_path)) == 2 * len(cells)  # both setups' cells are kept
+
+
+def test_setup_id_follows_weights_and_settings():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 3)
+    first = describe_setup({"steps": 25}, layer, None)
+    assert describe_setup({"steps": 25}, layer) == first
+    assert describe_setup({"steps": 10}, layer) != first
+    with torch.no_grad():
+        layer.weight[0, 0] += 1e-3
+    assert describe_setup({"steps": 25}, layer) != first
 
 
 @pytest.mark.slow
