@@ -74,6 +74,12 @@ def label_match(captioner, images: np.ndarray, specs) -> tuple[float, float]:
 
 
 def grid_png(images: np.ndarray, prompts: list[str], frames: np.ndarray, video_prompts: list[str], path: Path) -> None:
+    """Generated images under their wrapped prompts, then one row of eight frames per video.
+
+    Row labels are placed as axes text outside the layout, so long prompts never shrink the frames.
+    """
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,21 +88,23 @@ def grid_png(images: np.ndarray, prompts: list[str], frames: np.ndarray, video_p
     cols = 4
     rows = -(-len(images) // cols)
     n_frames = frames.shape[1]
-    fig = plt.figure(figsize=(12, 3 * rows + 1.6 * len(frames)))
-    grid = fig.add_gridspec(rows + len(frames), max(cols, 8), height_ratios=[3] * rows + [1.6] * len(frames))
+    stride = max(1, n_frames // 8)
+    fig = plt.figure(figsize=(12, 3.4 * rows + 2.0 * len(frames)))
+    grid = fig.add_gridspec(rows + len(frames), 8, height_ratios=[3.4] * rows + [2.0] * len(frames),
+                            left=0.02, right=0.98, top=0.96, bottom=0.02, hspace=0.45, wspace=0.08)
     for k, (img, prompt) in enumerate(zip(images, prompts)):
         ax = fig.add_subplot(grid[k // cols, 2 * (k % cols): 2 * (k % cols) + 2])
         ax.imshow(img, interpolation="nearest")
-        ax.set_title(prompt, fontsize=7, wrap=True)
+        ax.set_title(textwrap.fill(prompt, 36), fontsize=8)
         ax.axis("off")
     for v, (clip, prompt) in enumerate(zip(frames, video_prompts)):
-        for j, f in enumerate(range(0, n_frames, max(1, n_frames // 8))[:8]):
+        for j, f in enumerate(range(0, n_frames, stride)[:8]):
             ax = fig.add_subplot(grid[rows + v, j])
             ax.imshow(clip[f], interpolation="nearest")
             ax.axis("off")
             if j == 0:
-                ax.set_title(f"video: {prompt} (every {max(1, n_frames // 8)}th frame)", fontsize=7, loc="left")
-    fig.tight_layout()
+                ax.text(0, 1.06, f"video: {prompt} (frames 0, {stride}, {2 * stride}, ...)", fontsize=8,
+                        transform=ax.transAxes, ha="left", va="bottom")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -4,10 +4,10 @@ Why: Tree-Ring correlates the inverted latent's standardised ring means ``w`` (K
 key's ring values. Edits that paint black regions (rotation's corners, an erased square) shift
 ``w`` of every edited image, watermarked or not, along the same few directions, set by how the
 pipeline's VAE and inversion see black. One fixed key that happens to lie along them flags most
-such images (measured: the worst of 500 keys flagged 0.34-0.60 of rotated and 0.51 of
+such images (measured: the worst of 500 keys flagged 0.26-0.74 of rotated and 0.57 of
 quarter-erased unwatermarked images at p <= 1%), and a key lying against them misses its own
 watermark. Projecting those directions out of ``w`` and of the key for the images they dominate
-(``TreeRing.score``) brings the worst key to 0.10-0.14.
+(``TreeRing.score``) brings the worst key to 0.09-0.15.
 
 The directions are the ``NUISANCE_DIRECTIONS`` strongest (uncentred) singular directions of ``w``
 over ``PROBE_SCENES`` procedural scenes (``image_wm.reference.scenes``; no watermark, no key, no

@@ -14,7 +14,7 @@ shift has the pipeline's nuisance directions (``image_wm.tree_ring_calibration``
 procedural scenes rotated by 2.5-45 degrees or partly erased, never on these images or keys)
 projected out of ``w`` and the key.
 
-Run (236 s on 2 cores; most of it 1,400 DDIM inversions)::
+Run (236 s on 2 cores, 7 minutes on 1; most of it 1,400 DDIM inversions)::
 
     .venv/bin/python scripts/tree_ring_key_alignment.py --n 100 --keys 500 --seed 500
 """

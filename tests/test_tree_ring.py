@@ -205,7 +205,7 @@ def test_projecting_out_a_shared_shift_restores_the_fixed_key_rate_and_the_detec
     aligned, opposed = ordered[0], ordered[-1]
 
     null = with_shared_shift(torch.randn((N_NULL, 4, 16, 16), generator=generator(22)), seed=23)
-    assert np.mean(p_values(raw, null, aligned) <= FPR) > 0.3  # 0.64; the real worst keys flag 0.34-0.60
+    assert np.mean(p_values(raw, null, aligned) <= FPR) > 0.3  # 0.64; the real worst keys flag 0.26-0.74
     p = p_values(projected, null, aligned)
     assert BAND[0] <= np.sum(p <= FPR) <= BAND[1], np.sum(p <= FPR)
     assert sps.kstest(p, "uniform").pvalue > 1e-3

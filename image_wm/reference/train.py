@@ -5,7 +5,7 @@ run in this order on a 2-core AMD EPYC with AVX512-BF16 (bf16 autocast; the thre
 at start-up and is part of the recipe, since float reductions differ between thread counts)::
 
     python -m image_wm.reference.train vae       --bf16 --threads 2   # 3200 steps of 32 crops
-    python -m image_wm.reference.train unet      --bf16 --threads 2   # 2000 steps of 64
+    python -m image_wm.reference.train unet      --bf16 --threads 2   # 7000 steps of 64, 32,768-scene pool
     python -m image_wm.reference.train video     --bf16 --threads 2   # 300 steps of 2 clips
     python -m image_wm.reference.train captioner --bf16 --threads 2   # 9000 steps of 64
     python -m image_wm.reference.train export
@@ -259,7 +259,7 @@ def train_vae(args: argparse.Namespace) -> None:
 
 @torch.no_grad()
 def generated_latent_pool(args: argparse.Namespace) -> torch.Tensor:
-    """``args.pool`` unscaled latents sampled by the shipped image pipeline (cached in the work folder).
+    """``args.generated`` unscaled latents sampled by the shipped image pipeline (cached in the work folder).
 
     CFG ``REFERENCE_GUIDANCE``, 25 DDIM steps, captions and noise from their own seed stream:
     exactly the latents a watermarked generation hands to the decoder.
@@ -385,7 +385,9 @@ def trained_vae(args: argparse.Namespace):
         from diffusers import AutoencoderKL
 
         print(f"vae: no checkpoint in {args.work}; using the shipped VAE")
-        vae = AutoencoderKL.from_pretrained(components.WEIGHTS_DIR / "vae", torch_dtype=torch.float32)
+        shipped = AutoencoderKL.from_pretrained(components.WEIGHTS_DIR / "vae", torch_dtype=torch.float32)
+        vae = components.build_vae()  # a fresh config: no local path (_name_or_path) reaches an export
+        vae.load_state_dict(shipped.state_dict())
         return vae.to(args.device).eval().requires_grad_(False)
     return final_model("vae", components.build_vae(), args).to(args.device)
 
@@ -506,22 +508,31 @@ def train_video(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
-    """Write the EMA weights (fp16 safetensors) in diffusers' folder layout under ``weights/``."""
+    """Write the EMA weights (fp16 safetensors) in diffusers' folder layout under ``weights/``.
+
+    The UNet is required (it fixes the latent scaling factor). A work folder without a VAE
+    re-exports the shipped one with that scaling factor (see ``trained_vae``); one without a
+    video UNet or captioner leaves the files already under ``--out`` as they are, so a UNet-only
+    run replaces just the UNet.
+    """
     from image_wm.reference.captioner import SceneCaptioner
 
-    out = Path(args.out)
-    scale = float((Path(args.work) / "unet" / "scaling_factor.txt").read_text())
+    out, work = Path(args.out), Path(args.work)
+    scale = float((work / "unet" / "scaling_factor.txt").read_text())
     vae = trained_vae(args)
     vae.register_to_config(scaling_factor=scale)
     models = {"vae": vae, "unet": final_model("unet", components.build_unet(), args)}
-    if (Path(args.work) / "video" / "checkpoint.pt").is_file():
+    if (work / "video" / "checkpoint.pt").is_file():
         models["unet3d"] = final_model("video", components.build_unet3d(), args)
     for name, model in models.items():
         # shards of at most 16 MB keep every committed file small; diffusers loads them transparently
         model.to(torch.float16).save_pretrained(out / name, safe_serialization=True, max_shard_size="16MB")
     components.build_scheduler().save_pretrained(out / "scheduler")
-    final_model("captioner", SceneCaptioner(), args).save(out / "captioner")
-    print(f"exported {', '.join([*models, 'scheduler', 'captioner'])} to {out}")
+    written = [*models, "scheduler"]
+    if (work / "captioner" / "checkpoint.pt").is_file():
+        final_model("captioner", SceneCaptioner(), args).save(out / "captioner")
+        written.append("captioner")
+    print(f"exported {', '.join(written)} to {out}")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -544,7 +555,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--until", type=int, default=None,
                         help="stop after this step, keeping the learning-rate schedule of --steps (resumable)")
     parser.add_argument("--crop", type=int, default=32, help="VAE training crop size")
-    parser.add_argument("--pool", type=int, default=16384, help="scenes in the UNet's pre-encoded latent pool")
+    parser.add_argument("--pool", type=int, default=32768, help="scenes in the UNet's pre-encoded latent pool")
     parser.add_argument("--generated", type=int, default=1024, help="sampled latents for the VAE cycle fine-tune")
     parser.add_argument("--anchor", type=float, default=1.0, help="weight of the encoder anchor (vae-cycle)")
     parser.add_argument("--cycle", type=float, default=1.0, help="weight of the latent-cycle loss (vae-cycle)")
@@ -564,7 +575,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 DEFAULTS: dict[str, tuple[int, int]] = {
-    "vae": (3200, 32), "vae-cycle": (600, 32), "captioner": (9000, 64), "unet": (2000, 64), "video": (300, 2),
+    "vae": (3200, 32), "vae-cycle": (600, 32), "captioner": (9000, 64), "unet": (7000, 64), "video": (300, 2),
 }
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "vae": train_vae, "vae-cycle": train_vae_cycle, "captioner": train_captioner, "unet": train_unet, "video": train_video, "export": export,
