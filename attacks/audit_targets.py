@@ -15,7 +15,9 @@ other model an attack needs is its own default.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -27,6 +29,7 @@ import numpy as np
 from attacks.quality import image_quality, text_similarity
 from attacks.registry import Attack, Modality
 from provenance.keys import WatermarkKey
+from provenance.models import diffusion_weights, weights_digest
 from provenance.result import DetectionResult
 
 COVER_PARAM = "target"  # the keyword forgeries take their cover content by (``pm-transplant``)
@@ -74,18 +77,8 @@ class AuditTarget(Protocol):
 # -- shared helpers ---------------------------------------------------------------------
 def describe_setup(settings: dict[str, Any], *modules: Any) -> str:
     """A short public id of ``settings`` and the modules' weights (``provenance.models.weights_digest``)."""
-    import hashlib
-    import json
-
-    from provenance.models import weights_digest
-
     described = json.dumps({**settings, "weights": weights_digest(*modules)}, sort_keys=True)
     return hashlib.blake2b(described.encode(), digest_size=8).hexdigest()
-
-
-def pipeline_modules(pipe: Any) -> tuple[Any, ...]:
-    """The weights a diffusion pipeline's images depend on: VAE, denoiser and text encoder."""
-    return pipe.vae, pipe.unet, getattr(pipe, "text_encoder", None)
 
 
 def attack_models(attack: Attack, offered: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +143,7 @@ class ImageTarget:
     def setup_id(self) -> str:
         from image_wm.pipeline import DEFAULT_GUIDANCE
 
-        return describe_setup({"steps": self.steps, "guidance": DEFAULT_GUIDANCE}, *pipeline_modules(self.pipe))
+        return describe_setup({"steps": self.steps, "guidance": DEFAULT_GUIDANCE}, *diffusion_weights(self.pipe))
 
     def plain_images(self, prompts: list[str], seed: int) -> np.ndarray:
         """Unwatermarked images, image ``i`` from plain noise seeded ``seed + i``."""
@@ -375,7 +368,7 @@ class VideoTarget:
         from image_wm.pipeline import DEFAULT_GUIDANCE
 
         settings = {"steps": self.steps, "frames": self.frames, "guidance": DEFAULT_GUIDANCE}
-        return describe_setup(settings, *pipeline_modules(self.wrapped.pipe))
+        return describe_setup(settings, *diffusion_weights(self.wrapped.pipe))
 
     def make(self, n: int, seed: int) -> Items:
         from image_wm.pipeline import DEFAULT_GUIDANCE, initial_noise

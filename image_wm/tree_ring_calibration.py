@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from provenance.files import write_text_atomic
-from provenance.models import cache_dir, update_with_weights
+from provenance.models import cache_dir, diffusion_weights, update_with_weights
 
 NUISANCE_DIRECTIONS = 6
 PROBE_SCENES = 24
@@ -95,7 +95,7 @@ def fingerprint(pipeline: Any, scheme: Any) -> str:
                      "alphas_cumprod": np.round(scheduler.alphas_cumprod.double().numpy(), 6).tolist()},
     }
     digest.update(json.dumps(described, sort_keys=True).encode())
-    update_with_weights(digest, (pipeline.pipe.vae, pipeline.pipe.unet, getattr(pipeline.pipe, "text_encoder", None)))
+    update_with_weights(digest, diffusion_weights(pipeline.pipe))
     return digest.hexdigest()
 
 

@@ -202,6 +202,11 @@ def update_with_weights(digest: Any, modules: Any) -> None:
             digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
 
 
+def diffusion_weights(pipe: Any) -> tuple[Any, ...]:
+    """The modules a diffusers pipeline's images depend on: VAE, denoiser, text encoder (None if absent)."""
+    return pipe.vae, pipe.unet, getattr(pipe, "text_encoder", None)
+
+
 def weights_digest(*modules: Any) -> str:
     """A short hex digest of the modules' parameters (see ``update_with_weights``)."""
     digest = hashlib.blake2b(digest_size=8)
