@@ -29,7 +29,7 @@ import numpy as np
 from attacks.quality import image_quality, text_similarity
 from attacks.registry import Attack, Modality
 from provenance.keys import WatermarkKey
-from provenance.models import diffusion_weights, weights_digest
+from provenance.models import diffusion_weights, update_with_weights
 from provenance.result import DetectionResult
 
 COVER_PARAM = "target"  # the keyword forgeries take their cover content by (``pm-transplant``)
@@ -76,9 +76,17 @@ class AuditTarget(Protocol):
 
 # -- shared helpers ---------------------------------------------------------------------
 def describe_setup(settings: dict[str, Any], *modules: Any) -> str:
-    """A short public id of ``settings`` and the modules' weights (``provenance.models.weights_digest``)."""
-    described = json.dumps({**settings, "weights": weights_digest(*modules)}, sort_keys=True)
-    return hashlib.blake2b(described.encode(), digest_size=8).hexdigest()
+    """A short public id of ``settings`` and the modules' weights, in one hash (``update_with_weights``)."""
+    digest = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8)
+    update_with_weights(digest, modules)
+    return digest.hexdigest()
+
+
+def describe_diffusion_setup(pipe: Any, steps: int, **settings: Any) -> str:
+    """``describe_setup`` for a diffusers pipeline run at ``steps`` and the reference guidance."""
+    from image_wm.pipeline import DEFAULT_GUIDANCE
+
+    return describe_setup({"steps": steps, "guidance": DEFAULT_GUIDANCE, **settings}, *diffusion_weights(pipe))
 
 
 def attack_models(attack: Attack, offered: dict[str, Any]) -> dict[str, Any]:
@@ -141,9 +149,7 @@ class ImageTarget:
 
     @cached_property
     def setup_id(self) -> str:
-        from image_wm.pipeline import DEFAULT_GUIDANCE
-
-        return describe_setup({"steps": self.steps, "guidance": DEFAULT_GUIDANCE}, *diffusion_weights(self.pipe))
+        return describe_diffusion_setup(self.pipe, self.steps)
 
     def plain_images(self, prompts: list[str], seed: int) -> np.ndarray:
         """Unwatermarked images, image ``i`` from plain noise seeded ``seed + i``."""
@@ -365,10 +371,7 @@ class VideoTarget:
 
     @cached_property
     def setup_id(self) -> str:
-        from image_wm.pipeline import DEFAULT_GUIDANCE
-
-        settings = {"steps": self.steps, "frames": self.frames, "guidance": DEFAULT_GUIDANCE}
-        return describe_setup(settings, *diffusion_weights(self.wrapped.pipe))
+        return describe_diffusion_setup(self.wrapped.pipe, self.steps, frames=self.frames)
 
     def make(self, n: int, seed: int) -> Items:
         from image_wm.pipeline import DEFAULT_GUIDANCE, initial_noise

@@ -207,13 +207,6 @@ def diffusion_weights(pipe: Any) -> tuple[Any, ...]:
     return pipe.vae, pipe.unet, getattr(pipe, "text_encoder", None)
 
 
-def weights_digest(*modules: Any) -> str:
-    """A short hex digest of the modules' parameters (see ``update_with_weights``)."""
-    digest = hashlib.blake2b(digest_size=8)
-    update_with_weights(digest, modules)
-    return digest.hexdigest()
-
-
 def quiet_libraries() -> None:
     """Silence library chatter (progress bars, hub notices, prompt-truncation warnings) so a
     command's output is only its own; also forces offline mode for anything that would look."""
