@@ -77,7 +77,7 @@ def info() -> None:
 # -- keys -----------------------------------------------------------------------------
 @main.group()
 def keys() -> None:
-    """Create and inspect secret watermark keys."""
+    """Create and inspect secret watermark keys (and development signing certificates)."""
 
 
 @keys.command("new")
@@ -100,6 +100,19 @@ def keys_show(key_file: str) -> None:
     key = _load_key(key_file)
     created = datetime.datetime.fromtimestamp(key.created, tz=datetime.timezone.utc).isoformat()
     click.echo(f"key id:  {key.key_id}\nlabel:   {key.label or '-'}\ncreated: {created}")
+
+
+@keys.command("dev-cert")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for ca.pem, chain.pem and signer-key.pem (mode 0600).")
+@click.option("--force", is_flag=True, help="Overwrite existing files in --out.")
+def keys_dev_cert(out: str, force: bool) -> None:
+    """Create a development certificate chain for `provenance image sign` (trusted by no one:
+    for trying Content Credentials out; production signing needs a C2PA-trusted certificate)."""
+    from provenance.dev_certificates import write_development_certificates
+
+    paths = write_development_certificates(out, force=force)
+    click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
 # -- text -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``provenance image generate|detect``: latent-noise watermarks from the command line.
+"""``provenance image generate|detect|sign|verify``: latent-noise watermarks and Content Credentials
+from the command line.
 
 Registered on the top-level ``provenance`` group (``cli.py``), whose error handling turns
 bad input (unreadable, tiny or non-RGB images, wrong key files, unknown schemes, a model
@@ -8,10 +9,15 @@ folder of the wrong kind) into a one-line error with exit code 2.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from image_wm.schemes import DEFAULT_FPR, SCHEME_NAMES
+from provenance.c2pa_link import (
+    SIGNING_ALGORITHMS, VERDICTS, ManifestSigner, check_formats, cross_check, read_credentials, sign_file,
+    soft_binding_alg, soft_binding_value, watermark_manifest,
+)
 from provenance.files import check_new_output
 
 
@@ -36,17 +42,27 @@ def _payload_bytes(payload: str | None) -> bytes | None:
         raise ValueError(f"--payload must be hex digits, got {payload!r}") from None
 
 
+_key_option = click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
+_scheme_option = click.option("--scheme", required=True, type=click.Choice(SCHEME_NAMES), help="Watermark scheme.")
+_model_option = click.option("--model", default=None, type=click.Path(file_okay=False),
+                             help="Local diffusers pipeline folder.")
+_steps_option = click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000),
+                             help="DDIM inversion steps.")
+_fpr_option = click.option("--fpr", default=DEFAULT_FPR, show_default=True,
+                           type=click.FloatRange(1e-12, 0.5, min_open=True))
+
+
 @click.group()
 def image() -> None:
     """Latent-noise image watermarks (Tree-Ring, Gaussian Shading, PRC, SEAL)."""
 
 
 @image.command("generate")
-@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
-@click.option("--scheme", required=True, type=click.Choice(SCHEME_NAMES), help="Watermark scheme.")
+@_key_option
+@_scheme_option
 @click.option("--prompt", required=True, help="Text prompt.")
 @click.option("--payload", default=None, help="Hex payload for multi-bit schemes (gaussian-shading, prc).")
-@click.option("--model", default=None, type=click.Path(file_okay=False), help="Local diffusers pipeline folder.")
+@_model_option
 @click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--guidance", default=None, type=float, help="Classifier-free guidance (default: the reference's 2.0).")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -67,14 +83,27 @@ def image_generate(key_file, scheme, prompt, payload, model, steps, guidance, se
     click.echo(json.dumps({"image": str(out_path), **result.records[0].to_dict()}))
 
 
+def _detect(images: tuple[str, ...], key_file: str, scheme: str, model: str | None, steps: int, fpr: float,
+            decoder_steps: int = 0, calibrate: bool = True) -> list:
+    """Detection results for image files, read (and refused if bad) before any model loads."""
+    import numpy as np
+
+    from image_wm.image_io import read_image
+
+    loaded = [read_image(path) for path in images]
+    pipeline = _load_pipeline(model, scheme, key_file, calibrate=calibrate)
+    batch = np.stack([pipeline.native_size(im[None])[0] for im in loaded])
+    return pipeline.detect(batch, fpr=fpr, inversion_steps=steps, decoder_steps=decoder_steps)
+
+
 @image.command("detect")
-@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
-@click.option("--scheme", required=True, type=click.Choice(SCHEME_NAMES), help="Watermark scheme.")
-@click.option("--model", default=None, type=click.Path(file_okay=False), help="Local diffusers pipeline folder.")
-@click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000), help="DDIM inversion steps.")
+@_key_option
+@_scheme_option
+@_model_option
+@_steps_option
 @click.option("--decoder-steps", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Decoder-inversion refinement steps before DDIM inversion.")
-@click.option("--fpr", default=DEFAULT_FPR, show_default=True, type=click.FloatRange(1e-12, 0.5, min_open=True))
+@_fpr_option
 @click.option("--no-calibration", is_flag=True,
               help="Tree-Ring only: skip the nuisance projection for edited images, and with it the "
                    "one-off fit for a new --model.")
@@ -86,16 +115,79 @@ def image_detect(key_file, scheme, model, steps, decoder_steps, fpr, no_calibrat
     Tree-Ring with a new --model first fits that model's nuisance directions once (312 probe
     inversions, then cached; the reference model's ship with the package); --no-calibration
     skips it, at the cost of the fixed-key protection on rotated or erased images."""
-    import numpy as np
-
-    from image_wm.image_io import read_image
-
-    loaded = [read_image(path) for path in images]  # fail on bad input before loading models
-    pipeline = _load_pipeline(model, scheme, key_file, calibrate=not no_calibration)
-    batch = np.stack([pipeline.native_size(im[None])[0] for im in loaded])
-    results = pipeline.detect(batch, fpr=fpr, inversion_steps=steps, decoder_steps=decoder_steps)
+    results = _detect(images, key_file, scheme, model, steps, fpr, decoder_steps, calibrate=not no_calibration)
     for name, result in zip(images, results):
         if as_json:
             click.echo(json.dumps({"input": name, **result.to_dict()}))
         else:
             click.echo(f"{name}: {result.summary()}")
+
+
+@image.command("sign")
+@_key_option
+@_scheme_option
+@click.option("--cert", "chain_file", required=True, type=click.Path(dir_okay=False),
+              help="Signing certificate chain, PEM, signer first (`provenance keys dev-cert` makes a test one).")
+@click.option("--private-key", "private_key_file", required=True, type=click.Path(dir_okay=False),
+              help="The signer's private key, PEM.")
+@click.option("--alg", default="es256", show_default=True, type=click.Choice(SIGNING_ALGORITHMS),
+              help="Signature algorithm matching the key.")
+@_model_option
+@_steps_option
+@_fpr_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Signed copy to write (same format).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.argument("image_file", type=click.Path(dir_okay=False))
+def image_sign(key_file, scheme, chain_file, private_key_file, alg, model, steps, fpr, out, force, image_file):
+    """Write a copy of IMAGE_FILE with signed Content Credentials (C2PA) that name its watermark.
+
+    The watermark is detected first, and the command refuses (exit 2) when it is not found at
+    --fpr: the manifest records the AI-generated source, the watermark as a C2PA soft binding
+    (scheme, key id, payload) and the detection's p-value. The image's pixels are not changed."""
+    out_path = check_new_output(out, force)
+    check_formats(image_file, out_path)  # before the models load
+    signer = ManifestSigner.from_files(chain_file, private_key_file, alg)
+    result = _detect((image_file,), key_file, scheme, model, steps, fpr)[0]
+    sign_file(image_file, out_path, watermark_manifest(result, title=out_path.name), signer)
+    click.echo(json.dumps({"image": str(out_path), "soft_binding": {"alg": soft_binding_alg(result.scheme),
+                                                                   "value": soft_binding_value(result)},
+                           "p_value": result.p_value, "fpr": result.fpr}))
+
+
+@image.command("verify")
+@click.option("--key", "key_file", default=None, type=click.Path(dir_okay=False),
+              help="Key file: also test the watermark (with --scheme).")
+@click.option("--scheme", default=None, type=click.Choice(SCHEME_NAMES), help="Watermark scheme (with --key).")
+@click.option("--trust-anchors", default=None, type=click.Path(dir_okay=False),
+              help="PEM certificates whose signers count as trusted.")
+@_model_option
+@_steps_option
+@_fpr_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def image_verify(key_file, scheme, trust_anchors, model, steps, fpr, as_json, images):
+    """Read IMAGES' Content Credentials (C2PA) and, with --key and --scheme, test the watermark too.
+
+    With a key, each image gets one verdict of the two together: consistent, watermark-only
+    (the watermark gives the soft binding to search a manifest repository by), no-provenance,
+    manifest-invalid, watermark-missing, payload-mismatch, unclaimed-watermark or no-claim-for-key."""
+    if (key_file is None) != (scheme is None):
+        raise click.UsageError("give --key and --scheme together, or neither")
+    anchors = None if trust_anchors is None else Path(trust_anchors).read_bytes()
+    found = [read_credentials(path, anchors) for path in images]
+    results = _detect(images, key_file, scheme, model, steps, fpr) if key_file else [None] * len(images)
+    for name, credentials, result in zip(images, found, results):
+        verdict = None if result is None else cross_check(credentials, result)
+        if as_json:
+            click.echo(json.dumps({"input": name, "verdict": verdict,
+                                   "credentials": credentials.to_dict() if credentials else None,
+                                   "watermark": result.to_dict() if result else None}))
+            continue
+        manifest = "no Content Credentials" if credentials is None else (
+            f"Content Credentials {credentials.state}, signed by {credentials.signer or '?'}")
+        line = f"{name}: {manifest}"
+        if result is not None:
+            line += f"; watermark {result.summary()}; {verdict}: {VERDICTS[verdict]}"
+            if verdict == "watermark-only":
+                line += f" ({soft_binding_alg(result.scheme)} {soft_binding_value(result)})"
+        click.echo(line)

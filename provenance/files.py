@@ -17,9 +17,14 @@ def check_new_output(path: str | Path, force: bool) -> Path:
 
 
 def write_text_atomic(path: str | Path, text: str, mode: int = 0o644) -> Path:
-    """Replace ``path`` with ``text`` in one step, created with permission bits ``mode``.
+    """``write_bytes_atomic`` of ``text`` in UTF-8."""
+    return write_bytes_atomic(path, text.encode("utf-8"), mode)
 
-    The text goes to a temporary file beside ``path``, is flushed to disk, and is renamed over
+
+def write_bytes_atomic(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
+    """Replace ``path`` with ``data`` in one step, created with permission bits ``mode``.
+
+    The bytes go to a temporary file beside ``path``, are flushed to disk, and are renamed over
     it. A reader (or a second process writing the same file) sees the old content or the new,
     never half of either, and an interrupted or failed write leaves the old file as it was:
     ``--force`` then cannot cost a user the result it was about to replace. The temporary file
@@ -30,8 +35,8 @@ def write_text_atomic(path: str | Path, text: str, mode: int = 0o644) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)

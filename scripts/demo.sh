@@ -72,6 +72,14 @@ for scheme in tree-ring gaussian-shading prc seal; do
   provenance image detect --key "$OUT/other-key.json" --scheme "$scheme" --fpr 0.01 "$OUT/$scheme.png"
 done
 
+say "9b. Content Credentials (C2PA): the PRC image signed with a development certificate; its manifest names the watermark"
+provenance keys dev-cert --out "$OUT/certs"
+provenance image sign --key "$OUT/key.json" --scheme prc --fpr 0.01 --cert "$OUT/certs/chain.pem" \
+  --private-key "$OUT/certs/signer-key.pem" --out "$OUT/prc-signed.png" "$OUT/prc.png"
+say "9c. Verified: the signed copy (manifest and watermark agree), and the unsigned original (no manifest; its watermark gives the soft binding back)"
+provenance image verify --key "$OUT/key.json" --scheme prc --fpr 0.01 --trust-anchors "$OUT/certs/ca.pem" \
+  "$OUT/prc-signed.png" "$OUT/prc.png"
+
 say "10. Video: VideoMark puts one PRC codeword per frame into the reference text-to-video model's noise"
 provenance video generate --key "$OUT/key.json" --prompt "a small red circle moving right on a plain white background" \
   --frames 8 --seed 3 --out "$OUT/clip.mp4"
