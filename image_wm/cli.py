@@ -173,6 +173,10 @@ def image_verify(key_file, scheme, trust_anchors, model, steps, fpr, as_json, im
     manifest-invalid, watermark-missing, payload-mismatch, unclaimed-watermark or no-claim-for-key."""
     if (key_file is None) != (scheme is None):
         raise click.UsageError("give --key and --scheme together, or neither")
+    from image_wm.image_io import read_image
+
+    for path in images:  # the image checks' one-line errors first (missing, unreadable, tiny, ...)
+        read_image(path)
     anchors = None if trust_anchors is None else Path(trust_anchors).read_bytes()
     found = [read_credentials(path, anchors) for path in images]
     results = _detect(images, key_file, scheme, model, steps, fpr) if key_file else [None] * len(images)

@@ -104,11 +104,9 @@ class ManifestSigner:
     certificate_chain: bytes = field(repr=False)
     private_key: bytes = field(repr=False)
     alg: str = "es256"
-    timestamp_url: str | None = None
 
     @classmethod
-    def from_files(cls, certificate_chain: str | Path, private_key: str | Path, alg: str = "es256",
-                   timestamp_url: str | None = None) -> "ManifestSigner":
+    def from_files(cls, certificate_chain: str | Path, private_key: str | Path, alg: str = "es256") -> "ManifestSigner":
         chain, key = Path(certificate_chain).read_bytes(), Path(private_key).read_bytes()
         if b"-----BEGIN CERTIFICATE-----" not in chain:
             raise ValueError(f"{Path(certificate_chain).name} holds no PEM certificate")
@@ -116,15 +114,13 @@ class ManifestSigner:
             raise ValueError(f"{Path(private_key).name} holds no PEM private key")
         if alg.lower() not in SIGNING_ALGORITHMS:
             raise ValueError(f"unknown signing algorithm {alg!r} (one of {', '.join(SIGNING_ALGORITHMS)})")
-        return cls(chain, key, alg.lower(), timestamp_url)
+        return cls(chain, key, alg.lower())
 
     def c2pa_signer(self):
         import c2pa
 
         algorithm = getattr(c2pa.C2paSigningAlg, self.alg.upper())
-        info = c2pa.C2paSignerInfo(algorithm, self.certificate_chain, self.private_key,
-                                   self.timestamp_url.encode() if self.timestamp_url else None)
-        return c2pa.Signer.from_info(info)
+        return c2pa.Signer.from_info(c2pa.C2paSignerInfo(algorithm, self.certificate_chain, self.private_key, None))
 
 
 def sign_file(source: str | Path, destination: str | Path, manifest: dict[str, Any], signer: ManifestSigner) -> Path:
@@ -183,9 +179,9 @@ def read_credentials(path: str | Path, trust_anchors: bytes | None = None) -> Cr
     try:
         with c2pa.Reader(kind, io.BytesIO(data), context=c2pa.Context(c2pa.Settings.from_dict(settings))) as reader:
             state, store = reader.get_validation_state(), json.loads(reader.json())
+    except c2pa.C2paError.ManifestNotFound:
+        return None
     except c2pa.C2paError as exc:
-        if "ManifestNotFound" in type(exc).__name__ or "no JUMBF" in str(exc):
-            return None
         raise ValueError(f"{Path(path).name}: unreadable Content Credentials: {_first_line(exc)}") from None
     manifest = store.get("manifests", {}).get(store.get("active_manifest"), {})
     assertions = {a.get("label"): a.get("data", {}) for a in manifest.get("assertions", [])}

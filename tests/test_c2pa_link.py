@@ -173,3 +173,6 @@ def test_sign_and_verify_on_the_reference_model(certificates, tmp_path):
     jpeg_out = run("image", "sign", "--key", key, *common, *certs, "--out", tmp_path / "x.jpg", image)
     assert jpeg_out.exit_code == 2 and "same format" in jpeg_out.output
     assert run("image", "verify", "--key", key, signed).exit_code == 2  # --key without --scheme
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    junk = run("image", "verify", tmp_path / "junk.png")
+    assert junk.exit_code == 2 and junk.output.strip() == f"error: {tmp_path / 'junk.png'}: not a readable image"
