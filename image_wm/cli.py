@@ -9,15 +9,11 @@ folder of the wrong kind) into a one-line error with exit code 2.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from image_wm.schemes import DEFAULT_FPR, SCHEME_NAMES
-from provenance.c2pa_link import (
-    SIGNING_ALGORITHMS, VERDICTS, ManifestSigner, check_formats, cross_check, read_credentials, sign_file,
-    soft_binding_alg, soft_binding_value, watermark_manifest,
-)
+from provenance import c2pa_cli
 from provenance.files import check_new_output
 
 
@@ -126,17 +122,10 @@ def image_detect(key_file, scheme, model, steps, decoder_steps, fpr, no_calibrat
 @image.command("sign")
 @_key_option
 @_scheme_option
-@click.option("--cert", "chain_file", required=True, type=click.Path(dir_okay=False),
-              help="Signing certificate chain, PEM, signer first (`provenance keys dev-cert` makes a test one).")
-@click.option("--private-key", "private_key_file", required=True, type=click.Path(dir_okay=False),
-              help="The signer's private key, PEM.")
-@click.option("--alg", default="es256", show_default=True, type=click.Choice(SIGNING_ALGORITHMS),
-              help="Signature algorithm matching the key.")
+@c2pa_cli.signing_options
 @_model_option
 @_steps_option
 @_fpr_option
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Signed copy to write (same format).")
-@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @click.argument("image_file", type=click.Path(dir_okay=False))
 def image_sign(key_file, scheme, chain_file, private_key_file, alg, model, steps, fpr, out, force, image_file):
     """Write a copy of IMAGE_FILE with signed Content Credentials (C2PA) that name its watermark.
@@ -144,54 +133,26 @@ def image_sign(key_file, scheme, chain_file, private_key_file, alg, model, steps
     The watermark is detected first, and the command refuses (exit 2) when it is not found at
     --fpr: the manifest records the AI-generated source, the watermark as a C2PA soft binding
     (scheme, key id, payload) and the detection's p-value. The image's pixels are not changed."""
-    out_path = check_new_output(out, force)
-    check_formats(image_file, out_path)  # before the models load
-    signer = ManifestSigner.from_files(chain_file, private_key_file, alg)
-    result = _detect((image_file,), key_file, scheme, model, steps, fpr)[0]
-    sign_file(image_file, out_path, watermark_manifest(result, title=out_path.name), signer)
-    click.echo(json.dumps({"image": str(out_path), "soft_binding": {"alg": soft_binding_alg(result.scheme),
-                                                                   "value": soft_binding_value(result)},
-                           "p_value": result.p_value, "fpr": result.fpr}))
+    out_path, signer = c2pa_cli.prepare_signing(image_file, out, force, chain_file, private_key_file, alg)
+    c2pa_cli.sign(image_file, out_path, signer, lambda: _detect((image_file,), key_file, scheme, model, steps, fpr)[0])
 
 
-@image.command("verify")
+@image.command("verify", help=c2pa_cli.verify_help("IMAGES", "--key and --scheme"))
 @click.option("--key", "key_file", default=None, type=click.Path(dir_okay=False),
               help="Key file: also test the watermark (with --scheme).")
 @click.option("--scheme", default=None, type=click.Choice(SCHEME_NAMES), help="Watermark scheme (with --key).")
-@click.option("--trust-anchors", default=None, type=click.Path(dir_okay=False),
-              help="PEM certificates whose signers count as trusted.")
+@c2pa_cli.trust_option
 @_model_option
 @_steps_option
 @_fpr_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def image_verify(key_file, scheme, trust_anchors, model, steps, fpr, as_json, images):
-    """Read IMAGES' Content Credentials (C2PA) and, with --key and --scheme, test the watermark too.
-
-    With a key, each image gets one verdict of the two together: consistent, watermark-only
-    (the watermark gives the soft binding to search a manifest repository by), no-provenance,
-    manifest-invalid, watermark-missing, payload-mismatch, unclaimed-watermark or no-claim-for-key."""
-    if (key_file is None) != (scheme is None):
-        raise click.UsageError("give --key and --scheme together, or neither")
     from image_wm.image_io import read_image
 
+    if (key_file is None) != (scheme is None):
+        raise click.UsageError("give --key and --scheme together, or neither")
     for path in images:  # the image checks' one-line errors first (missing, unreadable, tiny, ...)
         read_image(path)
-    anchors = None if trust_anchors is None else Path(trust_anchors).read_bytes()
-    found = [read_credentials(path, anchors) for path in images]
-    results = _detect(images, key_file, scheme, model, steps, fpr) if key_file else [None] * len(images)
-    for name, credentials, result in zip(images, found, results):
-        verdict = None if result is None else cross_check(credentials, result)
-        if as_json:
-            click.echo(json.dumps({"input": name, "verdict": verdict,
-                                   "credentials": credentials.to_dict() if credentials else None,
-                                   "watermark": result.to_dict() if result else None}))
-            continue
-        manifest = "no Content Credentials" if credentials is None else (
-            f"Content Credentials {credentials.state}, signed by {credentials.signer or '?'}")
-        line = f"{name}: {manifest}"
-        if result is not None:
-            line += f"; watermark {result.summary()}; {verdict}: {VERDICTS[verdict]}"
-            if verdict == "watermark-only":
-                line += f" ({soft_binding_alg(result.scheme)} {soft_binding_value(result)})"
-        click.echo(line)
+    detect = (lambda: _detect(images, key_file, scheme, model, steps, fpr)) if key_file else None
+    c2pa_cli.verify(images, trust_anchors, detect, as_json)

@@ -40,7 +40,7 @@ SOFT_BINDING_LABEL = "c2pa.soft-binding"
 WATERMARK_LABEL = "org.provenance-suite.watermark"
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 MIME_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
-              ".tif": "image/tiff", ".tiff": "image/tiff"}
+              ".tif": "image/tiff", ".tiff": "image/tiff", ".mp4": "video/mp4"}
 SIGNING_ALGORITHMS = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")
 
 

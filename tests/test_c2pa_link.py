@@ -1,5 +1,5 @@
 """Content Credentials: signed manifests that name the watermark (provenance.c2pa_link), the
-development certificates, and `provenance image sign|verify` on the reference model."""
+development certificates, and `provenance image|video sign|verify` on the reference models."""
 
 from __future__ import annotations
 
@@ -151,6 +151,7 @@ def test_sign_and_verify_on_the_reference_model(certificates, tmp_path):
     made = run("image", "sign", "--key", key, *common, *certs, "--out", signed, image)
     assert made.exit_code == 0, made.output
     assert json.loads(made.stdout)["soft_binding"]["value"] == f"{key_id}:beef"
+    assert json.loads(made.stdout)["output"] == str(signed)
 
     verified = json.loads(run("image", "verify", "--key", key, *common, "--json", signed).stdout)
     assert verified["verdict"] == "consistent" and verified["credentials"]["state"] == "Valid"
@@ -176,3 +177,22 @@ def test_sign_and_verify_on_the_reference_model(certificates, tmp_path):
     (tmp_path / "junk.png").write_bytes(b"junk")
     junk = run("image", "verify", tmp_path / "junk.png")
     assert junk.exit_code == 2 and junk.output.strip() == f"error: {tmp_path / 'junk.png'}: not a readable image"
+
+
+def test_video_sign_and_verify_on_the_reference_model(certificates, tmp_path):
+    """A VideoMark clip signed as MP4 verifies as consistent; its reversed copy has no manifest, and
+    the watermark still gives the soft binding back."""
+    key = tmp_path / "key.json"
+    WatermarkKey.from_seed("c2pa-video").save(key)
+    clip, signed, reversed_clip = tmp_path / "clip.mp4", tmp_path / "signed.mp4", tmp_path / "reversed.mp4"
+    assert run("video", "generate", "--key", key, "--prompt", "a small red circle moving right on a plain white background",
+               "--frames", "8", "--steps", "10", "--seed", "3", "--out", clip).exit_code == 0
+    made = run("video", "sign", "--key", key, "--steps", "10", "--cert", certificates["chain"],
+               "--private-key", certificates["key"], "--out", signed, clip)
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout)["soft_binding"] == {"alg": "org.provenance-suite.videomark.1",
+                                                       "value": WatermarkKey.load(key).key_id}
+    assert run("attack", "video", "--name", "reverse", signed, "--out", reversed_clip).exit_code == 0
+    rows = [json.loads(line) for line in run("video", "verify", "--key", key, "--steps", "10", "--json",
+                                             signed, reversed_clip).stdout.splitlines()]
+    assert [r["verdict"] for r in rows] == ["consistent", "watermark-only"]

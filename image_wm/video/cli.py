@@ -1,4 +1,4 @@
-"""``provenance video generate|detect``: VideoMark from the command line.
+"""``provenance video generate|detect|sign|verify``: VideoMark and Content Credentials from the command line.
 
 Registered on the top-level ``provenance`` group (``cli.py``), whose error handling turns bad
 input (unreadable or zero-length videos, tiny frames, wrong key files, an image model folder
@@ -12,6 +12,7 @@ import json
 import click
 
 from image_wm.schemes import DEFAULT_FPR
+from provenance import c2pa_cli
 from provenance.files import check_new_output
 
 
@@ -24,6 +25,22 @@ def _load_pipeline(model: str | None, key_file: str):
     quiet_libraries()
     key = WatermarkKey.load(key_file)
     return WatermarkedVideoPipeline(load_text_to_video(path=model), key, model_name=model or "reference")
+
+
+def _detect(clips: list, key_file: str, model: str | None, steps: int, start: int | None, fpr: float) -> list:
+    """VideoMark results for clips already read (bad input is refused before the model loads)."""
+    pipeline = _load_pipeline(model, key_file)
+    return [pipeline.detect(clip, fpr=fpr, inversion_steps=steps, start=start) for clip in clips]
+
+
+_model_option = click.option("--model", default=None, type=click.Path(file_okay=False),
+                             help="Local diffusers text-to-video folder.")
+_steps_option = click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000),
+                             help="DDIM inversion steps.")
+_start_option = click.option("--start", default=None, type=click.IntRange(0),
+                             help="Start offset from the generation record, if known.")
+_fpr_option = click.option("--fpr", default=DEFAULT_FPR, show_default=True,
+                           type=click.FloatRange(1e-12, 0.5, min_open=True))
 
 
 @click.group()
@@ -59,10 +76,10 @@ def video_generate(key_file, prompt, frames, fps, model, steps, guidance, seed, 
 
 @video.command("detect")
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
-@click.option("--model", default=None, type=click.Path(file_okay=False), help="Local diffusers text-to-video folder.")
-@click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000), help="DDIM inversion steps.")
-@click.option("--start", default=None, type=click.IntRange(0), help="Start offset from the generation record, if known.")
-@click.option("--fpr", default=DEFAULT_FPR, show_default=True, type=click.FloatRange(1e-12, 0.5, min_open=True))
+@_model_option
+@_steps_option
+@_start_option
+@_fpr_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video, with the per-frame alignment.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
 def video_detect(key_file, model, steps, start, fpr, as_json, videos):
@@ -70,11 +87,47 @@ def video_detect(key_file, model, steps, start, fpr, as_json, videos):
     from image_wm.video.video_io import read_video
 
     clips = [read_video(path).frames for path in videos]  # fail on bad input before loading models
-    pipeline = _load_pipeline(model, key_file)
-    for name, clip in zip(videos, clips):
-        result = pipeline.detect(clip, fpr=fpr, inversion_steps=steps, start=start)
+    for name, result in zip(videos, _detect(clips, key_file, model, steps, start, fpr)):
         if as_json:
             click.echo(json.dumps({"input": name, **result.to_dict()}))
         else:
             click.echo(f"{name}: {result.summary()}  frames decoded {result.details['frames_decoded']}/"
                        f"{result.details['frames']}, order {result.details['frame_order']}")
+
+
+@video.command("sign")
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
+@c2pa_cli.signing_options
+@_model_option
+@_steps_option
+@_start_option
+@_fpr_option
+@click.argument("video_file", type=click.Path(dir_okay=False))
+def video_sign(key_file, chain_file, private_key_file, alg, model, steps, start, fpr, out, force, video_file):
+    """Write a copy of the MP4 VIDEO_FILE with signed Content Credentials (C2PA) that name its watermark.
+
+    The watermark is detected first, and the command refuses (exit 2) when it is not found at
+    --fpr. The frames are not changed."""
+    from image_wm.video.video_io import read_video
+
+    out_path, signer = c2pa_cli.prepare_signing(video_file, out, force, chain_file, private_key_file, alg)
+    clip = read_video(video_file).frames
+    c2pa_cli.sign(video_file, out_path, signer, lambda: _detect([clip], key_file, model, steps, start, fpr)[0])
+
+
+@video.command("verify", help=c2pa_cli.verify_help("VIDEOS", "--key"))
+@click.option("--key", "key_file", default=None, type=click.Path(dir_okay=False),
+              help="Key file: also test the watermark.")
+@c2pa_cli.trust_option
+@_model_option
+@_steps_option
+@_start_option
+@_fpr_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per video.")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def video_verify(key_file, trust_anchors, model, steps, start, fpr, as_json, videos):
+    from image_wm.video.video_io import read_video
+
+    clips = [read_video(path).frames for path in videos]
+    detect = (lambda: _detect(clips, key_file, model, steps, start, fpr)) if key_file else None
+    c2pa_cli.verify(videos, trust_anchors, detect, as_json)
