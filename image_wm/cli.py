@@ -42,9 +42,10 @@ _key_option = click.option("--key", "key_file", required=True, type=click.Path(d
 _scheme_option = click.option("--scheme", required=True, type=click.Choice(SCHEME_NAMES), help="Watermark scheme.")
 _model_option = click.option("--model", default=None, type=click.Path(file_okay=False),
                              help="Local diffusers pipeline folder.")
-_steps_option = click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000),
+# shared with the video commands (image_wm/video/cli.py): inversion steps and detection FPR
+steps_option = click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000),
                              help="DDIM inversion steps.")
-_fpr_option = click.option("--fpr", default=DEFAULT_FPR, show_default=True,
+fpr_option = click.option("--fpr", default=DEFAULT_FPR, show_default=True,
                            type=click.FloatRange(1e-12, 0.5, min_open=True))
 
 
@@ -96,10 +97,10 @@ def _detect(images: tuple[str, ...], key_file: str, scheme: str, model: str | No
 @_key_option
 @_scheme_option
 @_model_option
-@_steps_option
+@steps_option
 @click.option("--decoder-steps", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Decoder-inversion refinement steps before DDIM inversion.")
-@_fpr_option
+@fpr_option
 @click.option("--no-calibration", is_flag=True,
               help="Tree-Ring only: skip the nuisance projection for edited images, and with it the "
                    "one-off fit for a new --model.")
@@ -124,8 +125,8 @@ def image_detect(key_file, scheme, model, steps, decoder_steps, fpr, no_calibrat
 @_scheme_option
 @c2pa_cli.signing_options
 @_model_option
-@_steps_option
-@_fpr_option
+@steps_option
+@fpr_option
 @click.argument("image_file", type=click.Path(dir_okay=False))
 def image_sign(key_file, scheme, chain_file, private_key_file, alg, model, steps, fpr, out, force, image_file):
     """Write a copy of IMAGE_FILE with signed Content Credentials (C2PA) that name its watermark.
@@ -143,8 +144,8 @@ def image_sign(key_file, scheme, chain_file, private_key_file, alg, model, steps
 @click.option("--scheme", default=None, type=click.Choice(SCHEME_NAMES), help="Watermark scheme (with --key).")
 @c2pa_cli.trust_option
 @_model_option
-@_steps_option
-@_fpr_option
+@steps_option
+@fpr_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def image_verify(key_file, scheme, trust_anchors, model, steps, fpr, as_json, images):

@@ -11,7 +11,7 @@ import json
 
 import click
 
-from image_wm.schemes import DEFAULT_FPR
+from image_wm.cli import fpr_option, steps_option
 from provenance import c2pa_cli
 from provenance.files import check_new_output
 
@@ -35,12 +35,8 @@ def _detect(clips: list, key_file: str, model: str | None, steps: int, start: in
 
 _model_option = click.option("--model", default=None, type=click.Path(file_okay=False),
                              help="Local diffusers text-to-video folder.")
-_steps_option = click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000),
-                             help="DDIM inversion steps.")
 _start_option = click.option("--start", default=None, type=click.IntRange(0),
                              help="Start offset from the generation record, if known.")
-_fpr_option = click.option("--fpr", default=DEFAULT_FPR, show_default=True,
-                           type=click.FloatRange(1e-12, 0.5, min_open=True))
 
 
 @click.group()
@@ -77,9 +73,9 @@ def video_generate(key_file, prompt, frames, fps, model, steps, guidance, seed, 
 @video.command("detect")
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
 @_model_option
-@_steps_option
+@steps_option
 @_start_option
-@_fpr_option
+@fpr_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video, with the per-frame alignment.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
 def video_detect(key_file, model, steps, start, fpr, as_json, videos):
@@ -99,9 +95,9 @@ def video_detect(key_file, model, steps, start, fpr, as_json, videos):
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
 @c2pa_cli.signing_options
 @_model_option
-@_steps_option
+@steps_option
 @_start_option
-@_fpr_option
+@fpr_option
 @click.argument("video_file", type=click.Path(dir_okay=False))
 def video_sign(key_file, chain_file, private_key_file, alg, model, steps, start, fpr, out, force, video_file):
     """Write a copy of the MP4 VIDEO_FILE with signed Content Credentials (C2PA) that name its watermark.
@@ -120,9 +116,9 @@ def video_sign(key_file, chain_file, private_key_file, alg, model, steps, start,
               help="Key file: also test the watermark.")
 @c2pa_cli.trust_option
 @_model_option
-@_steps_option
+@steps_option
 @_start_option
-@_fpr_option
+@fpr_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def video_verify(key_file, trust_anchors, model, steps, start, fpr, as_json, videos):
