@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from attacks.registry import register
+from image_wm.denoiser import denoiser, image_side, latent_shape
 from image_wm.image_io import resize_images
 from image_wm.inversion import decode_latents, encode_images
 from image_wm.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, to_uint8
@@ -79,26 +80,29 @@ def _reference_text_to_image():
 
 
 @lru_cache(maxsize=8)
-def _converted(cls, pipe):
-    return quiet(cls(**pipe.components))
+def _converted(auto, pipe):
+    """``pipe``'s modules as ``auto``'s pipeline of the same family (once per pipeline)."""
+    return quiet(auto.from_pipe(pipe))
+
+
+def _is_img2img(pipe: Any) -> bool:
+    return "Img2Img" in type(pipe).__name__
 
 
 def text_to_image_pipeline(pipe: Any = None):
     """``pipe`` as a text-to-image pipeline over the same modules (the reference one when ``None``)."""
-    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+    from diffusers import AutoPipelineForText2Image
 
     pipe = _reference_text_to_image() if pipe is None else pipe
-    return _converted(StableDiffusionPipeline, pipe) if isinstance(pipe, StableDiffusionImg2ImgPipeline) else pipe
+    return _converted(AutoPipelineForText2Image, pipe) if _is_img2img(pipe) else pipe
 
 
 def img2img_pipeline(pipe: Any = None):
     """``pipe`` as an img2img pipeline over the same modules (the reference one when ``None``)."""
-    from diffusers import StableDiffusionImg2ImgPipeline
+    from diffusers import AutoPipelineForImage2Image
 
     pipe = _reference_text_to_image() if pipe is None else pipe
-    if isinstance(pipe, StableDiffusionImg2ImgPipeline):
-        return pipe
-    return _converted(StableDiffusionImg2ImgPipeline, pipe)
+    return pipe if _is_img2img(pipe) else _converted(AutoPipelineForImage2Image, pipe)
 
 
 def default_captioner(captioner: Any = None):
@@ -110,7 +114,7 @@ def default_captioner(captioner: Any = None):
 
 def model_side(pipe: Any) -> int:
     """The pipeline's native image side in pixels."""
-    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    return image_side(pipe)
 
 
 # --------------------------------------------------------------------------- the attacks
@@ -126,10 +130,8 @@ def regenerate(images: np.ndarray, strength: float, prompts: list[str], *, pipe:
     generators = noise_generators(seed, len(images), stage)
     if strength >= 1.0:
         t2i = text_to_image_pipeline(pipe)
-        unet = t2i.unet.config
-        latents = torch.cat([torch.randn((1, unet.in_channels, unet.sample_size, unet.sample_size), generator=g)
-                             for g in generators])
-        out = t2i(prompts, latents=latents.to(t2i.device, t2i.unet.dtype), num_inference_steps=steps,
+        latents = torch.cat([torch.randn(latent_shape(t2i, 1), generator=g) for g in generators])
+        out = t2i(prompts, latents=latents.to(t2i.device, denoiser(t2i).dtype), num_inference_steps=steps,
                   guidance_scale=guidance, output_type="np")
     else:
         i2i = img2img_pipeline(pipe)

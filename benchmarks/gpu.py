@@ -261,7 +261,8 @@ def pipeline_section(dev: torch.device, key: WatermarkKey, steps: int) -> None:
             (images, inverted), seconds = timed(device, lambda: (
                 im := wps[0].run_pipeline(None, latents, steps, REFERENCE_GUIDANCE, prompt_embeds=cond.to(device),
                                           negative_prompt_embeds=uncond.to(device)),
-                ddim_invert(pipe, encode_images(pipe, im), steps, prompt_embeds=uncond.to(device))))
+                ddim_invert(pipe, encode_images(pipe, im), steps,
+                            condition={"encoder_hidden_states": uncond.to(device)})))
         runs.append({"images": images, "inverted": inverted.float().cpu(), "seconds": seconds,
                      "results": [(wp.scheme.detect(inverted[i:i + 1], key, fpr=0.01)[0],
                                   wp.scheme.detect(inverted[-1:], key, fpr=0.01)[0]) for i, wp in enumerate(wps)]})

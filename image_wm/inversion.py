@@ -2,23 +2,29 @@
 
 Latent-noise watermarks live in the initial latent ``z_T``; detection must get back to it
 from pixels: VAE-encode the image, optionally refine that latent by decoder inversion
-(gradient steps on ``||D(z) - x||^2``, as in the PRC paper), then run DDIM backwards with
-an empty prompt and no guidance. Works with any diffusers pipeline that has ``vae``,
-``unet``, ``scheduler``, ``text_encoder`` and ``tokenizer``; a 3D UNet (video) takes latents
-shaped ``(B, C, F, h, w)``. Everything is batched and runs on the pipeline's device.
+(gradient steps on ``||D(z) - x||^2``, as in the PRC paper), then run the sampler backwards with
+an empty prompt and no guidance. Works with the pipelines ``image_wm.denoiser`` supports: a UNet
+with a DDPM-family scheduler is inverted by DDIM (whatever scheduler generated, the DDIM levels
+come from its config), an SD3 transformer with a flow-matching scheduler by Euler steps up the
+scheduler's own shifted sigmas. A 3D UNet (video) takes latents shaped ``(B, C, F, h, w)``.
+Everything is batched and runs on the pipeline's device; the user's scheduler is never touched.
 
-The DDIM step is written out (rather than using ``DDIMInverseScheduler``) so the timestep
-pairing is explicit: going from level ``t_prev`` up to ``t``, the noise is predicted at the
-current latent with timestep ``t``, the usual first-order inversion.
+Both inversions pair the levels the same way: going from level ``s`` up to level ``t``, the
+prediction is made at the current latent with timestep ``t``, the usual first-order inversion
+of a sampler that stepped from ``t`` down to ``s`` with its prediction at ``t``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
-__all__ = ["pixels_to_tensor", "encode_images", "decode_latents", "decoder_inversion", "ddim_invert",
-           "invert_images", "empty_prompt_embeds"]
+from image_wm.denoiser import denoiser, empty_condition, family, predict
+
+__all__ = ["pixels_to_tensor", "to_sampler_latents", "to_vae_latents", "encode_images", "decode_latents",
+           "decoder_inversion", "ddim_invert", "euler_inversion", "flow_invert", "invert_latents", "invert_images"]
 
 
 def pixels_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -30,8 +36,22 @@ def pixels_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
-def _scale(pipe) -> float:
-    return float(pipe.vae.config.scaling_factor)
+def _latent_affine(pipe) -> tuple[float, float]:
+    """``(scale, shift)``: the sampler's latents are ``(vae_latent - shift) * scale`` (SD3's VAE has a shift)."""
+    config = pipe.vae.config
+    return float(config.scaling_factor), float(getattr(config, "shift_factor", None) or 0.0)
+
+
+def to_sampler_latents(pipe, vae_latents: torch.Tensor) -> torch.Tensor:
+    """VAE latents -> the latents the sampler (and so the watermark) works in."""
+    scale, shift = _latent_affine(pipe)
+    return (vae_latents - shift) * scale
+
+
+def to_vae_latents(pipe, latents: torch.Tensor) -> torch.Tensor:
+    """Sampler latents -> what the VAE decoder takes."""
+    scale, shift = _latent_affine(pipe)
+    return latents / scale + shift
 
 
 @torch.no_grad()
@@ -43,7 +63,7 @@ def encode_images(pipe, images: np.ndarray | torch.Tensor, chunk: int = 64) -> t
     if len(flat) == 0:
         raise ValueError("no images to encode: the batch is empty")
     z = torch.cat([pipe.vae.encode(flat[i:i + chunk]).latent_dist.mean for i in range(0, len(flat), chunk)])
-    z = z * _scale(pipe)
+    z = to_sampler_latents(pipe, z)
     if video:
         z = z.view(x.shape[0], x.shape[1], *z.shape[1:]).transpose(1, 2)
     return z
@@ -54,7 +74,7 @@ def decode_latents(pipe, latents: torch.Tensor, chunk: int = 64) -> np.ndarray:
     """Scaled latents -> uint8 images [B, H, W, 3] (video latents -> [B, F, H, W, 3])."""
     video = latents.ndim == 5
     flat = latents.transpose(1, 2).reshape(-1, latents.shape[1], *latents.shape[-2:]) if video else latents
-    x = torch.cat([pipe.vae.decode(flat[i:i + chunk] / _scale(pipe)).sample for i in range(0, len(flat), chunk)])
+    x = torch.cat([pipe.vae.decode(to_vae_latents(pipe, flat[i:i + chunk])).sample for i in range(0, len(flat), chunk)])
     out = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
     if video:
         out = out.reshape(latents.shape[0], latents.shape[2], *out.shape[1:])
@@ -74,7 +94,7 @@ def decoder_inversion(pipe, images: np.ndarray | torch.Tensor, latents: torch.Te
     z = encode_images(pipe, images) if latents is None else latents
     if video:
         z = z.transpose(1, 2).reshape(-1, z.shape[1], *z.shape[-2:])
-    z = (z / _scale(pipe)).detach().clone().requires_grad_(True)
+    z = to_vae_latents(pipe, z).detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     requires_grad = [p.requires_grad for p in pipe.vae.parameters()]
@@ -89,47 +109,102 @@ def decoder_inversion(pipe, images: np.ndarray | torch.Tensor, latents: torch.Te
     finally:
         for p, flag in zip(pipe.vae.parameters(), requires_grad):
             p.requires_grad_(flag)
-    z = z.detach() * _scale(pipe)
+    z = to_sampler_latents(pipe, z.detach())
     if video:
         z = z.view(x.shape[0], x.shape[1], *z.shape[1:]).transpose(1, 2)
     return z
 
 
-@torch.no_grad()
-def empty_prompt_embeds(pipe, batch: int) -> torch.Tensor:
-    embeds = pipe.encode_prompt([""], pipe.device, 1, False)[0]
-    return embeds.expand(batch, -1, -1)
+def _ddim_levels(pipe, num_steps: int) -> tuple[torch.Tensor, list[int], float]:
+    """DDIM's levels for ``num_steps`` from the pipeline scheduler's config (a fresh DDIM scheduler:
+    a PNDM or Euler pipeline gets the same noise schedule without PNDM's repeated timesteps)."""
+    from diffusers import DDIMScheduler
 
-
-def _alphas(pipe, num_steps: int) -> tuple[torch.Tensor, list[int], float]:
-    scheduler = pipe.scheduler
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     scheduler.set_timesteps(num_steps)
     timesteps = [int(t) for t in scheduler.timesteps]  # descending
-    final = float(scheduler.final_alpha_cumprod)
-    return scheduler.alphas_cumprod, timesteps, final
+    return scheduler.alphas_cumprod, timesteps, float(scheduler.final_alpha_cumprod)
 
 
 @torch.no_grad()
-def ddim_invert(pipe, latents: torch.Tensor, num_steps: int = 50, prompt_embeds: torch.Tensor | None = None
+def ddim_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dict[str, torch.Tensor] | None = None
                 ) -> torch.Tensor:
-    """Deterministic DDIM inversion of clean (scaled) latents to the initial noise, no guidance."""
-    alphas, timesteps, final = _alphas(pipe, num_steps)
-    context = prompt_embeds if prompt_embeds is not None else empty_prompt_embeds(pipe, len(latents))
-    z = latents.to(pipe.device, pipe.unet.dtype)
+    """Deterministic DDIM inversion of clean sampler latents to the initial noise, no guidance.
+
+    ``condition`` (default: the empty prompt, ``image_wm.denoiser.empty_condition``) is what the
+    UNet is called with.
+    """
+    alphas, timesteps, final = _ddim_levels(pipe, num_steps)
+    context = condition if condition is not None else empty_condition(pipe, len(latents))
+    z = latents.to(pipe.device, denoiser(pipe).dtype)
     a_prev = final
     for t in reversed(timesteps):
         a_t = float(alphas[t])
-        eps = pipe.unet(z, t, encoder_hidden_states=context).sample
+        eps = predict(pipe, z, t, context)
         x0 = (z - (1 - a_prev) ** 0.5 * eps) / a_prev ** 0.5
         z = a_t ** 0.5 * x0 + (1 - a_t) ** 0.5 * eps
         a_prev = a_t
     return z
 
 
+def _flow_levels(pipe, num_steps: int, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampler's ``(sigmas, timesteps)`` for ``num_steps``, from a fresh copy of its scheduler.
+
+    Resolution-dependent shifting (``use_dynamic_shifting``) gets the ``mu`` the SD3 pipeline
+    computes for these latents.
+    """
+    from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
+
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    config = scheduler.config
+    kwargs = {}
+    if config.get("use_dynamic_shifting", False):
+        patch = int(pipe.transformer.config.patch_size)
+        kwargs["mu"] = calculate_shift((latents.shape[-2] // patch) * (latents.shape[-1] // patch),
+                                       config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                                       config.get("base_shift", 0.5), config.get("max_shift", 1.16))
+    scheduler.set_timesteps(num_steps, device="cpu", **kwargs)
+    return scheduler.sigmas.double(), scheduler.timesteps
+
+
+def euler_inversion(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], latents: torch.Tensor,
+                    sigmas: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """Run a flow-matching Euler sampler's levels upwards, from the clean latent to ``sigmas[0]``.
+
+    The sampler steps ``z <- z + (sigmas[i + 1] - sigmas[i]) * velocity(z, timesteps[i])`` from
+    ``i = 0``; inversion takes each step back with the velocity at the current latent and the
+    timestep of the level it goes to. ``sigmas`` has one more entry than ``timesteps`` (the final 0).
+    """
+    z = latents
+    for i in reversed(range(len(timesteps))):
+        z = z + float(sigmas[i] - sigmas[i + 1]) * velocity(z, timesteps[i])
+    return z
+
+
+@torch.no_grad()
+def flow_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dict[str, torch.Tensor] | None = None
+                ) -> torch.Tensor:
+    """Euler inversion of a flow-matching pipeline (SD3) at its own shifted sigmas, no guidance.
+
+    ``condition`` defaults to the empty prompt (``image_wm.denoiser.empty_condition``).
+    """
+    sigmas, timesteps = _flow_levels(pipe, num_steps, latents)
+    context = condition if condition is not None else empty_condition(pipe, len(latents))
+    return euler_inversion(lambda z, t: predict(pipe, z, t.to(pipe.device), context),
+                           latents.to(pipe.device, denoiser(pipe).dtype), sigmas, timesteps)
+
+
+def invert_latents(pipe, latents: torch.Tensor, num_steps: int = 50,
+                   condition: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Clean sampler latents -> the initial noise, by the inversion that matches the pipeline's sampler."""
+    invert = flow_invert if family(pipe) == "flow" else ddim_invert
+    return invert(pipe, latents, num_steps, condition)
+
+
 def invert_images(pipe, images: np.ndarray | torch.Tensor, num_steps: int = 50, decoder_steps: int = 0
                   ) -> torch.Tensor:
-    """Pixels -> estimated initial noise: encode, optional decoder inversion, DDIM inversion."""
+    """Pixels -> estimated initial noise: encode, optional decoder inversion, then ``invert_latents``."""
     latents = encode_images(pipe, images)
     if decoder_steps > 0:
         latents = decoder_inversion(pipe, images, latents, steps=decoder_steps)
-    return ddim_invert(pipe, latents, num_steps)
+    return invert_latents(pipe, latents, num_steps)

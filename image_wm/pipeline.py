@@ -3,7 +3,8 @@
 Why a wrapper and not a pipeline subclass: every diffusers pipeline already accepts
 ``latents=`` (the initial noise), which is all a latent watermark needs. Wrapping keeps the
 user's pipeline untouched (scheduler, guidance, LoRAs, offloading) and works for the
-reference model and for Stable Diffusion alike.
+reference model, Stable Diffusion 1.x/2.x and the flow-matching Stable Diffusion 3 alike (the
+families ``image_wm.denoiser`` supports; any other pipeline is refused when it is wrapped).
 
 ``WatermarkedPipeline(pipe, scheme, key)(prompts, payload=..., seed=...)`` returns uint8
 images and one ``GenerationRecord`` per image (what a registry stores: scheme, key id,
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from image_wm.denoiser import denoiser, family, image_side, latent_shape
 from image_wm.image_io import resize_images
 from image_wm.inversion import invert_images
 from image_wm.reference.pipelines import REFERENCE_GUIDANCE
@@ -81,6 +83,7 @@ class WatermarkedPipeline:
 
     def __init__(self, pipe: Any, scheme: LatentWatermark | str, key: WatermarkKey, semantics: Any = None,
                  model_name: str = "reference", caption_rounds: int = 3, calibrate: bool = True) -> None:
+        family(pipe)  # refuse an unsupported pipeline now, not deep inside the first generation
         self.pipe = pipe
         self.caption_rounds = caption_rounds
         self.scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
@@ -105,14 +108,13 @@ class WatermarkedPipeline:
 
     @property
     def image_size(self) -> int:
-        return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
+        return image_side(self.pipe)
 
     def latent_shape(self, batch: int) -> tuple[int, int, int, int]:
-        side = int(self.pipe.unet.config.sample_size)
-        return batch, int(self.pipe.unet.config.in_channels), side, side
+        return latent_shape(self.pipe, batch)
 
     def run_pipeline(self, prompts: list[str], latents: torch.Tensor, steps: int, guidance: float, **kwargs: Any) -> np.ndarray:
-        out = self.pipe(prompts, latents=latents.to(self.pipe.device, self.pipe.unet.dtype), num_inference_steps=steps,
+        out = self.pipe(prompts, latents=latents.to(self.pipe.device, denoiser(self.pipe).dtype), num_inference_steps=steps,
                         guidance_scale=guidance, output_type="np", **kwargs)
         return to_uint8(out.images)
 

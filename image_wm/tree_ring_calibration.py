@@ -80,23 +80,32 @@ def ring_geometry(pipeline: Any, scheme: Any) -> dict:
 
 
 def fingerprint(pipeline: Any, scheme: Any) -> str:
-    """Hash of what the directions depend on: VAE, UNet and text-encoder weights, the inversion's noise
-    schedule and timesteps, the ring geometry and the probe set. Only stored bytes and exact
-    integers, never computed floats or library versions, so the same weights give the same
+    """Hash of what the directions depend on: VAE, denoiser and text-encoder weights, the inversion's
+    noise schedule, the ring geometry and the probe set. Only stored bytes, exact integers and
+    config values, never computed floats or library versions, so the same weights give the same
     fingerprint on any machine (the shipped entry's test checks it)."""
     digest = hashlib.blake2b(digest_size=16)
-    scheduler = type(pipeline.pipe.scheduler).from_config(pipeline.pipe.scheduler.config)  # leave the user's as is
-    scheduler.set_timesteps(PROBE_STEPS)
     described = {
         "geometry": ring_geometry(pipeline, scheme),
         "probe": {"format": FORMAT, "edits": PROBE_EDITS, "scenes": PROBE_SCENES, "seed": PROBE_SEED,
                   "steps": PROBE_STEPS, "directions": NUISANCE_DIRECTIONS},
-        "schedule": {"scheduler": type(scheduler).__name__, "timesteps": [int(t) for t in scheduler.timesteps],
-                     "alphas_cumprod": np.round(scheduler.alphas_cumprod.double().numpy(), 6).tolist()},
+        "schedule": noise_schedule(pipeline.pipe.scheduler),
     }
     digest.update(json.dumps(described, sort_keys=True).encode())
     update_with_weights(digest, diffusion_weights(pipeline.pipe))
     return digest.hexdigest()
+
+
+def noise_schedule(scheduler: Any) -> dict:
+    """The probe inversion's levels: a DDPM-family scheduler's timesteps and alphas, or a
+    flow-matching scheduler's config (its sigmas follow from it and the latent size)."""
+    if not hasattr(scheduler, "alphas_cumprod"):
+        config = {k: v for k, v in scheduler.config.items() if not k.startswith("_")}
+        return {"scheduler": type(scheduler).__name__, "config": config}
+    scheduler = type(scheduler).from_config(scheduler.config)  # leave the user's as is
+    scheduler.set_timesteps(PROBE_STEPS)
+    return {"scheduler": type(scheduler).__name__, "timesteps": [int(t) for t in scheduler.timesteps],
+            "alphas_cumprod": np.round(scheduler.alphas_cumprod.double().numpy(), 6).tolist()}
 
 
 def nuisance_for(pipeline: Any, scheme: Any) -> np.ndarray:

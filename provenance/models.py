@@ -203,8 +203,12 @@ def update_with_weights(digest: Any, modules: Any) -> None:
 
 
 def diffusion_weights(pipe: Any) -> tuple[Any, ...]:
-    """The modules a diffusers pipeline's images depend on: VAE, denoiser, text encoder (None if absent)."""
-    return pipe.vae, pipe.unet, getattr(pipe, "text_encoder", None)
+    """The modules a diffusers pipeline's images depend on: VAE, denoiser (UNet or transformer) and
+    text encoders (None where absent: Stable Diffusion 3 has up to three, 1.x/2.x one)."""
+    unet = getattr(pipe, "unet", None)
+    denoiser = unet if unet is not None else getattr(pipe, "transformer", None)
+    return (pipe.vae, denoiser, getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None),
+            getattr(pipe, "text_encoder_3", None))
 
 
 def quiet_libraries() -> None:

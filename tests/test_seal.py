@@ -154,6 +154,7 @@ class _FakePipe:
         from types import SimpleNamespace
 
         self.unet = SimpleNamespace(config=SimpleNamespace(sample_size=8, in_channels=4), dtype=torch.float32)
+        self.scheduler = SimpleNamespace(config={"prediction_type": "epsilon"})
         self.calls: list[int] = []
 
     def __call__(self, prompts, latents, **_):

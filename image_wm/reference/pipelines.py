@@ -3,8 +3,9 @@
 ``load_text_to_image()`` gives a ``StableDiffusionPipeline``, ``load_img2img()`` a
 ``StableDiffusionImg2ImgPipeline`` over the same modules, ``load_text_to_video()`` a
 ``TextToVideoSDPipeline`` sharing the VAE and text encoder, ``load_captioner()`` the CNN
-captioner. Each takes ``path=``: any local diffusers pipeline folder (``model_index.json``)
-loads in place of the shipped weights, so everything downstream runs on real models too.
+captioner. Each takes ``path=``: a local diffusers pipeline folder (``model_index.json``) of a
+supported family (Stable Diffusion 1.x/2.x or 3 for images, see ``image_wm.denoiser``) loads in
+place of the shipped weights, so everything downstream runs on real models too.
 """
 
 from __future__ import annotations
@@ -39,14 +40,28 @@ def _weights(name: str) -> Path:
     return folder
 
 
-def _local_pipeline(cls, path: str | os.PathLike, device: torch.device):
+def _local_pipeline(path: str | os.PathLike, device: torch.device, video: bool):
+    """A local diffusers folder as its text-to-image (or text-to-video) pipeline, refused unless
+    ``image_wm.denoiser`` supports it. Components the folder stores as absent (``[null, null]`` in
+    ``model_index.json``, e.g. Stable Diffusion 3 without its T5 encoder) load as None."""
+    from diffusers import AutoPipelineForText2Image, TextToVideoSDPipeline
+
+    from image_wm.denoiser import family
+
     path = Path(path)
     if not (path / "model_index.json").is_file():
         raise ModelNotFoundError(f"{path} is not a local diffusers pipeline folder (no model_index.json)")
-    stored = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
-    if ("Video" in stored) != ("Video" in cls.__name__):
-        raise ValueError(f"{path} holds a {stored}, which does not match the {cls.__name__} this command needs")
-    return cls.from_pretrained(path, local_files_only=True, dtype=torch.float32).to(device)
+    index = json.loads((path / "model_index.json").read_text())
+    stored = index.get("_class_name", "")
+    if ("Video" in stored) != video:
+        wanted = "text-to-video" if video else "text-to-image"
+        raise ValueError(f"{path} holds a {stored}, which does not match the {wanted} pipeline this command needs")
+    absent = {name: None for name, entry in index.items()
+              if not name.startswith("_") and isinstance(entry, list) and entry[0] is None}
+    loader = TextToVideoSDPipeline if video else AutoPipelineForText2Image
+    pipe = loader.from_pretrained(path, local_files_only=True, dtype=torch.float32, **absent).to(device)
+    family(pipe)
+    return pipe
 
 
 def _shared_modules(device: torch.device) -> dict:
@@ -67,12 +82,13 @@ def quiet(pipe):
 
 
 def load_text_to_image(device: str | torch.device | None = None, path: str | os.PathLike | None = None):
-    """The reference (or a local) ``StableDiffusionPipeline`` on ``device``."""
+    """The reference ``StableDiffusionPipeline`` on ``device``, or a local folder's text-to-image
+    pipeline (Stable Diffusion 1.x/2.x or 3; ``image_wm.denoiser`` lists what is supported)."""
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
     device = resolve_device(device)
     if path is not None:
-        return quiet(_local_pipeline(StableDiffusionPipeline, path, device))
+        return quiet(_local_pipeline(path, device, video=False))
     unet = UNet2DConditionModel.from_pretrained(_weights("unet"), dtype=torch.float32).to(device).eval()
     return quiet(StableDiffusionPipeline(
         unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -80,11 +96,10 @@ def load_text_to_image(device: str | torch.device | None = None, path: str | os.
 
 
 def load_img2img(device: str | torch.device | None = None, path: str | os.PathLike | None = None):
-    """``StableDiffusionImg2ImgPipeline`` over the text-to-image pipeline's modules."""
-    from diffusers import StableDiffusionImg2ImgPipeline
+    """The img2img pipeline of the same family over the text-to-image pipeline's modules."""
+    from diffusers import AutoPipelineForImage2Image
 
-    base = load_text_to_image(device, path)
-    return quiet(StableDiffusionImg2ImgPipeline(**base.components))
+    return quiet(AutoPipelineForImage2Image.from_pipe(load_text_to_image(device, path)))
 
 
 def load_text_to_video(device: str | torch.device | None = None, path: str | os.PathLike | None = None):
@@ -93,7 +108,7 @@ def load_text_to_video(device: str | torch.device | None = None, path: str | os.
 
     device = resolve_device(device)
     if path is not None:
-        return quiet(_local_pipeline(TextToVideoSDPipeline, path, device))
+        return quiet(_local_pipeline(path, device, video=True))
     unet = UNet3DConditionModel.from_pretrained(_weights("unet3d"), dtype=torch.float32).to(device).eval()
     return quiet(TextToVideoSDPipeline(unet=unet, **_shared_modules(device)))
 

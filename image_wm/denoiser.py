@@ -1,0 +1,78 @@
+"""One view of a diffusers pipeline's denoiser, so watermarking and inversion need not care which it is.
+
+Why: a latent watermark needs four things from a pipeline: the shape of its initial noise, the
+denoiser's dtype, its prediction for the empty prompt at a given noise level (inversion), and
+whether the scheduler is DDPM-family or flow matching. Two families are supported, and anything
+else is refused with one line that says so, rather than failing deep inside a sampler:
+
+* ``unet``: a ``UNet2DConditionModel`` or ``UNet3DConditionModel`` conditioned on text-encoder
+  states alone (Stable Diffusion 1.x / 2.x, the reference models, ModelScope-style video),
+  predicting noise (``epsilon``) with a DDPM-family scheduler.
+* ``flow``: an ``SD3Transformer2DModel`` (Stable Diffusion 3 / 3.5: an MMDiT) predicting the
+  flow-matching velocity with a ``FlowMatchEulerDiscreteScheduler``. Its latents keep the
+  ``(B, C, h, w)`` layout, so every latent scheme's noise goes in through ``latents=`` unchanged.
+
+Not supported: ``v`` prediction (Stable Diffusion 2.x at 768 px), SDXL (its UNet also needs
+pooled text and size ids), FLUX (packed latents), PixArt and other DiTs with learned variance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["family", "denoiser", "latent_shape", "image_side", "empty_condition", "predict"]
+
+SUPPORTED = ("a noise-predicting UNet2DConditionModel / UNet3DConditionModel (Stable Diffusion 1.x/2.x) "
+             "or an SD3Transformer2DModel with a flow-matching scheduler (Stable Diffusion 3/3.5)")
+
+
+def family(pipe: Any) -> str:
+    """``"unet"`` or ``"flow"``; a ``ValueError`` naming the pipeline for anything else."""
+    unet, transformer = getattr(pipe, "unet", None), getattr(pipe, "transformer", None)
+    if unet is not None:  # any UNet called as unet(z, t, encoder_hidden_states=...): no SDXL extras, noise out
+        if getattr(unet.config, "addition_embed_type", None) is None \
+                and pipe.scheduler.config.get("prediction_type", "epsilon") == "epsilon":
+            return "unet"
+    elif transformer is not None and type(transformer).__name__ == "SD3Transformer2DModel":
+        if type(pipe.scheduler).__name__.startswith("FlowMatch"):
+            return "flow"
+    raise ValueError(f"{type(pipe).__name__} is not a supported pipeline: latent watermarks need {SUPPORTED}")
+
+
+def denoiser(pipe: Any) -> torch.nn.Module:
+    """The pipeline's UNet or transformer."""
+    return pipe.unet if family(pipe) == "unet" else pipe.transformer
+
+
+def latent_shape(pipe: Any, batch: int) -> tuple[int, int, int, int]:
+    """Initial-noise shape ``(batch, C, h, w)`` of one image at the model's native size."""
+    config = denoiser(pipe).config
+    side = int(config.sample_size)
+    return batch, int(config.in_channels), side, side
+
+
+def image_side(pipe: Any) -> int:
+    """The model's native image side in pixels."""
+    return int(denoiser(pipe).config.sample_size) * int(pipe.vae_scale_factor)
+
+
+@torch.no_grad()
+def empty_condition(pipe: Any, batch: int) -> dict[str, torch.Tensor]:
+    """The empty prompt's conditioning, as keyword arguments of ``predict`` (what inversion runs with)."""
+    if family(pipe) == "unet":
+        embeds = pipe.encode_prompt([""], pipe.device, 1, False)[0]
+        return {"encoder_hidden_states": embeds.expand(batch, -1, -1)}
+    embeds, _, pooled, _ = pipe.encode_prompt([""], None, None, device=pipe.device, num_images_per_prompt=1,
+                                              do_classifier_free_guidance=False)
+    return {"encoder_hidden_states": embeds.expand(batch, -1, -1), "pooled_projections": pooled.expand(batch, -1)}
+
+
+def predict(pipe: Any, latents: torch.Tensor, timestep: float | torch.Tensor,
+            condition: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The denoiser's raw output (noise, v or velocity, as it was trained) at one timestep."""
+    if family(pipe) == "unet":
+        return pipe.unet(latents, timestep, **condition).sample
+    t = torch.as_tensor(timestep, device=latents.device, dtype=latents.dtype).expand(len(latents))
+    return pipe.transformer(hidden_states=latents, timestep=t, return_dict=False, **condition)[0]

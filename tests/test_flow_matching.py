@@ -1,0 +1,202 @@
+"""Flow-matching (Stable Diffusion 3) pipelines: inversion, watermark round trips, loading and the CLI.
+
+The inversion itself is checked on an exact flow (Gaussian data, whose velocity field is known in
+closed form), where a wrong level pairing or an unshifted schedule visibly fails. The pipeline
+tests use a tiny Stable Diffusion 3 folder built here: a random-weight ``SD3Transformer2DModel``,
+two random tiny CLIP text encoders over MiniLM's tokenizer and the shipped reference VAE (given a
+``shift_factor``, as SD3's VAE has). Random weights test plumbing only: that generation, inversion,
+detection, loading and the CLI run through the flow-matching path, and that a wrong key finds
+nothing. They say nothing about robustness on a trained SD3, nor about the false-positive rate on
+its clean images: a random transformer's images invert to latents with biased channel means, not
+the N(0, I) noise the schemes' nulls describe (the FPR checks run on the trained reference model,
+``tests/test_image_watermarks.py``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import cli
+from image_wm import inversion
+from image_wm.pipeline import WatermarkedPipeline, initial_noise
+from provenance.keys import WatermarkKey
+
+DATA_VARIANCE = 0.25  # the exact flow's data: N(0, 0.25 I)
+
+
+def exact_velocity(z: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    """E[noise - x0 | z_sigma] for x0 ~ N(0, s^2 I) and z_sigma = (1 - sigma) x0 + sigma noise."""
+    sigma, s2 = float(timestep) / 1000, DATA_VARIANCE
+    return (sigma - (1 - sigma) * s2) / ((1 - sigma) ** 2 * s2 + sigma ** 2) * z
+
+
+def test_euler_inversion_undoes_the_schedulers_sampling_on_an_exact_flow() -> None:
+    """25 steps at SD3's shift 3: 0.04 relative error; pairing each step with its lower level
+    instead gives 0.21, and ignoring the shift 0.09, so the bound below catches either."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(25)
+    noise = torch.randn(4096, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    z = noise.clone()
+    for t in scheduler.timesteps:
+        z = scheduler.step(exact_velocity(z, t), t, z).prev_sample
+    assert abs(float(z.std()) - DATA_VARIANCE ** 0.5) < 0.1  # it sampled the data, far from the noise
+    back = inversion.euler_inversion(exact_velocity, z, scheduler.sigmas.double(), scheduler.timesteps)
+    assert float((back - noise).norm() / noise.norm()) < 0.06
+
+
+def build_tiny_sd3(folder, dynamic_shift: bool = False) -> None:
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from image_wm.reference.components import WEIGHTS_DIR, load_text_encoder
+
+    _, tokenizer = load_text_encoder("cpu")
+    torch.manual_seed(0)
+
+    def clip():
+        return CLIPTextModelWithProjection(CLIPTextConfig(
+            vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, projection_dim=32, max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+            pad_token_id=tokenizer.pad_token_id))
+
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
+        pos_embed_max_size=16)
+    vae = AutoencoderKL.from_pretrained(WEIGHTS_DIR / "vae")
+    vae.register_to_config(shift_factor=1.0)
+    shift = dict(use_dynamic_shifting=True, base_image_seq_len=16, max_image_seq_len=256) if dynamic_shift \
+        else dict(shift=3.0)
+    StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(**shift), vae=vae,
+        text_encoder=clip(), tokenizer=tokenizer, text_encoder_2=clip(), tokenizer_2=tokenizer,
+        text_encoder_3=None, tokenizer_3=None).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def sd3_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-sd3")
+    build_tiny_sd3(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sd3(sd3_folder):
+    from image_wm.reference import load_text_to_image
+
+    return load_text_to_image("cpu", path=sd3_folder)
+
+
+def test_a_local_sd3_folder_loads_as_its_own_pipelines(sd3, sd3_folder) -> None:
+    from image_wm.denoiser import family, latent_shape
+    from image_wm.reference import load_img2img
+
+    assert type(sd3).__name__ == "StableDiffusion3Pipeline" and sd3.text_encoder_3 is None
+    assert family(sd3) == "flow" and latent_shape(sd3, 2) == (2, 4, 16, 16)
+    assert type(load_img2img("cpu", path=sd3_folder)).__name__ == "StableDiffusion3Img2ImgPipeline"
+
+
+def test_latents_cross_the_shifted_vae_as_the_pipeline_decodes_them(sd3) -> None:
+    """SD3's VAE latents are ``(z - shift) * scale``: decoding matches the pipeline's own decoder, and
+    encoding returns the latents without the ``shift * scale`` offset dropping the shift would leave."""
+    noise = initial_noise((4, 4, 16, 16), [0, 1, 2, 3])
+    run = dict(latents=noise, num_inference_steps=5, guidance_scale=1.0)
+    clean = sd3(["a red star"] * 4, output_type="latent", **run).images
+    pixels = np.round(np.clip(sd3(["a red star"] * 4, output_type="np", **run).images, 0, 1) * 255).astype(np.uint8)
+    decoded = inversion.decode_latents(sd3, clean)
+    assert np.abs(decoded.astype(int) - pixels).max() <= 1
+    offset = float((inversion.encode_images(sd3, decoded) - clean).mean())
+    assert abs(offset) < 0.3 * sd3.vae.config.shift_factor * sd3.vae.config.scaling_factor
+
+
+@pytest.mark.parametrize("dynamic_shift", [False, True])
+def test_flow_inversion_uses_the_samplers_own_levels(tmp_path, dynamic_shift) -> None:
+    """The inversion's sigmas are exactly those the pipeline sampled with, shifted statically (SD3) or by
+    the image size (``use_dynamic_shifting``), and inverting a guidance-free sample recovers its noise."""
+    from image_wm.reference import load_text_to_image
+
+    build_tiny_sd3(tmp_path, dynamic_shift=dynamic_shift)
+    pipe = load_text_to_image("cpu", path=tmp_path)
+    noise = initial_noise((4, 4, 16, 16), [5, 6, 7, 8])
+    clean = pipe(["a red star"] * 4, latents=noise, num_inference_steps=10, guidance_scale=1.0,
+                 output_type="latent").images
+    sigmas, _ = inversion._flow_levels(pipe, 10, clean)
+    assert torch.equal(sigmas.float(), pipe.scheduler.sigmas.float())
+    assert not torch.allclose(sigmas[1:-1], torch.linspace(1, 0, 11, dtype=sigmas.dtype)[1:-1], atol=1e-3)  # shifted
+    back = inversion.invert_latents(pipe, clean, 10)
+    assert float((back.sign() == noise.sign()).float().mean()) > 0.95
+
+
+@pytest.mark.parametrize("scheme, payload", [("gaussian-shading", b"\xbe\xef"), ("prc", None), ("tree-ring", None)])
+def test_watermarks_round_trip_on_a_flow_matching_pipeline(sd3, scheme, payload) -> None:
+    key, other = WatermarkKey.from_seed("sd3"), WatermarkKey.from_seed("sd3-other")
+    pipeline = WatermarkedPipeline(sd3, scheme, key, model_name="tiny-sd3", calibrate=False)
+    made = pipeline(["a red star above a blue ring"] * 4, payload=payload, seed=11)
+    assert made.images.shape == (4, 64, 64, 3) and made.records[0].latent_shape == [4, 16, 16]
+    found = pipeline.detect(made.images, fpr=0.01)
+    assert all(r.detected for r in found)
+    if payload is not None:
+        assert all(r.payload == payload.hex() for r in found)
+    stranger = WatermarkedPipeline(sd3, scheme, other, calibrate=False)
+    assert not any(r.detected for r in stranger.detect(made.images, fpr=0.01))
+
+
+def test_regeneration_and_noise_extraction_run_on_sd3(sd3) -> None:
+    from attacks.forgery import noise_extraction
+    from attacks.regeneration import regenerate
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    for out in (regenerate(images, 1.0, ["a", "b"], pipe=sd3), regenerate(images, 0.5, ["a", "b"], pipe=sd3),
+                noise_extraction(images, 10, pipe=sd3)):
+        assert out.shape == images.shape and out.dtype == np.uint8 and not np.array_equal(out, images)
+
+
+def test_cli_generates_and_detects_with_an_sd3_folder(sd3_folder, tmp_path) -> None:
+    WatermarkKey.from_seed("sd3-cli").save(tmp_path / "key.json")
+    run = CliRunner().invoke
+    image = tmp_path / "prc.png"
+    made = run(cli.main, ["image", "generate", "--key", str(tmp_path / "key.json"), "--scheme", "prc",
+                          "--prompt", "a red star", "--model", str(sd3_folder), "--out", str(image)])
+    assert made.exit_code == 0, made.output
+    found = run(cli.main, ["image", "detect", "--key", str(tmp_path / "key.json"), "--scheme", "prc",
+                           "--model", str(sd3_folder), "--json", str(image)])
+    assert found.exit_code == 0 and json.loads(found.stdout)["detected"], found.output
+
+
+def test_unsupported_pipelines_are_refused_in_one_line(tmp_path) -> None:
+    """A v-prediction scheduler would make DDIM inversion silently wrong: the folder is refused instead."""
+    from image_wm.reference import load_text_to_image
+
+    reference = load_text_to_image("cpu")
+    reference.scheduler.register_to_config(prediction_type="v_prediction")
+    reference.save_pretrained(tmp_path / "v-model")
+    WatermarkKey.from_seed("v").save(tmp_path / "key.json")
+    result = CliRunner().invoke(cli.main, ["image", "generate", "--key", str(tmp_path / "key.json"), "--scheme",
+                                           "prc", "--prompt", "a red star", "--model", str(tmp_path / "v-model"),
+                                           "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "not a supported pipeline" in result.output and not (tmp_path / "x.png").exists()
+
+
+def test_ddim_inversion_takes_its_levels_from_the_schedulers_config() -> None:
+    """A pipeline sampling with Euler or PNDM inverts exactly as with DDIM (same betas), where before
+    Euler had no ``final_alpha_cumprod`` and PNDM repeated timesteps."""
+    from diffusers import EulerDiscreteScheduler, PNDMScheduler
+
+    from image_wm.reference import load_text_to_image
+
+    pipe = load_text_to_image("cpu")
+    latents = initial_noise((2, 4, 16, 16), [1, 2]) * 0.7
+    expected = inversion.invert_latents(pipe, latents, 10)
+    for other in (EulerDiscreteScheduler, PNDMScheduler):
+        pipe.scheduler = other.from_config(pipe.scheduler.config)
+        assert torch.equal(inversion.invert_latents(pipe, latents, 10), expected)
