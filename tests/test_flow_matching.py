@@ -118,6 +118,23 @@ def test_latents_cross_the_shifted_vae_as_the_pipeline_decodes_them(sd3) -> None
     assert abs(offset) < 0.3 * sd3.vae.config.shift_factor * sd3.vae.config.scaling_factor
 
 
+def test_inversion_conditions_on_the_empty_prompt_exactly_as_the_pipeline_does(sd3) -> None:
+    """The transformer sees the same text states and pooled projection from ``empty_condition`` as
+    from the pipeline itself generating for the empty prompt."""
+    from image_wm.denoiser import empty_condition
+
+    seen = []
+    hook = sd3.transformer.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    try:
+        sd3([""] * 2, num_inference_steps=1, guidance_scale=1.0, output_type="latent")
+    finally:
+        hook.remove()
+    ours = empty_condition(sd3, 2)
+    assert set(ours) == {"encoder_hidden_states", "pooled_projections"}
+    for name, value in ours.items():
+        assert torch.allclose(value, seen[0][name], atol=1e-5), name  # batch of 1 expanded vs a batch of 2
+
+
 @pytest.mark.parametrize("dynamic_shift", [False, True])
 def test_flow_inversion_uses_the_samplers_own_levels(tmp_path, dynamic_shift) -> None:
     """The inversion's sigmas are exactly those the pipeline sampled with, shifted statically (SD3) or by
@@ -148,6 +165,25 @@ def test_watermarks_round_trip_on_a_flow_matching_pipeline(sd3, scheme, payload)
         assert all(r.payload == payload.hex() for r in found)
     stranger = WatermarkedPipeline(sd3, scheme, other, calibrate=False)
     assert not any(r.detected for r in stranger.detect(made.images, fpr=0.01))
+
+
+def test_tree_ring_calibrates_an_sd3_pipeline_by_its_flow_schedule(sd3, monkeypatch, tmp_path) -> None:
+    """The nuisance directions are fitted through flow inversion and cached under a fingerprint that
+    names the flow scheduler's config, so another shift is another entry."""
+    from image_wm import tree_ring_calibration as calibration
+
+    monkeypatch.setenv("PROVENANCE_CACHE", str(tmp_path))
+    monkeypatch.setattr(calibration, "PROBE_SCENES", 2)
+    wrapped = WatermarkedPipeline(sd3, "tree-ring", WatermarkKey.from_seed("sd3"))
+    nuisance = wrapped.detector.nuisance
+    assert nuisance.shape[0] == calibration.NUISANCE_DIRECTIONS and np.isfinite(nuisance).all()
+    assert len(list((tmp_path / "tree-ring").iterdir())) == 1
+    before = calibration.fingerprint(wrapped, wrapped.scheme)
+    sd3.scheduler.register_to_config(shift=2.0)
+    try:
+        assert calibration.fingerprint(wrapped, wrapped.scheme) != before
+    finally:
+        sd3.scheduler.register_to_config(shift=3.0)
 
 
 def test_regeneration_and_noise_extraction_run_on_sd3(sd3) -> None:
