@@ -5,15 +5,20 @@ denoiser's dtype, its prediction for the empty prompt at a given noise level (in
 whether the scheduler is DDPM-family or flow matching. Two families are supported, and anything
 else is refused with one line that says so, rather than failing deep inside a sampler:
 
-* ``unet``: a ``UNet2DConditionModel`` or ``UNet3DConditionModel`` conditioned on text-encoder
-  states alone (Stable Diffusion 1.x / 2.x, the reference models, ModelScope-style video),
-  predicting noise (``epsilon``) with a DDPM-family scheduler.
+* ``unet``: a ``UNet2DConditionModel`` or ``UNet3DConditionModel`` predicting noise
+  (``epsilon``) with a DDPM-family scheduler, conditioned on text-encoder states (Stable
+  Diffusion 1.x / 2.x, the reference models, ModelScope-style video) or, in SDXL, also on pooled
+  text and size ids (``added_cond_kwargs``).
 * ``flow``: an ``SD3Transformer2DModel`` (Stable Diffusion 3 / 3.5: an MMDiT) predicting the
   flow-matching velocity with a ``FlowMatchEulerDiscreteScheduler``. Its latents keep the
   ``(B, C, h, w)`` layout, so every latent scheme's noise goes in through ``latents=`` unchanged.
 
-Not supported: ``v`` prediction (Stable Diffusion 2.x at 768 px), SDXL (its UNet also needs
-pooled text and size ids), FLUX (packed latents), PixArt and other DiTs with learned variance.
+Inversion conditions on the pipeline's own unconditional branch, the half of classifier-free
+guidance that has no prompt: the empty prompt's encoding, or zeros where the pipeline forces
+them (SDXL's ``force_zeros_for_empty_prompt``), with SDXL's size ids for the native size.
+
+Not supported: ``v`` prediction (Stable Diffusion 2.x at 768 px), FLUX (packed latents), PixArt
+and other DiTs with learned variance.
 """
 
 from __future__ import annotations
@@ -24,21 +29,27 @@ import torch
 
 __all__ = ["family", "denoiser", "latent_shape", "image_side", "empty_condition", "predict"]
 
-SUPPORTED = ("a noise-predicting UNet2DConditionModel / UNet3DConditionModel (Stable Diffusion 1.x/2.x) "
+SUPPORTED = ("a noise-predicting UNet2DConditionModel / UNet3DConditionModel (Stable Diffusion 1.x/2.x, SDXL) "
              "or an SD3Transformer2DModel with a flow-matching scheduler (Stable Diffusion 3/3.5)")
 
 
 def family(pipe: Any) -> str:
     """``"unet"`` or ``"flow"``; a ``ValueError`` naming the pipeline for anything else."""
     unet, transformer = getattr(pipe, "unet", None), getattr(pipe, "transformer", None)
-    if unet is not None:  # any UNet called as unet(z, t, encoder_hidden_states=...): no SDXL extras, noise out
-        if getattr(unet.config, "addition_embed_type", None) is None \
+    if unet is not None:  # any UNet called as unet(z, t, encoder_hidden_states=...[, added_cond_kwargs]), noise out
+        extras = _unet_extras(pipe)
+        if (extras is None or (extras == "text_time" and hasattr(pipe, "_get_add_time_ids"))) \
                 and pipe.scheduler.config.get("prediction_type", "epsilon") == "epsilon":
             return "unet"
     elif transformer is not None and type(transformer).__name__ == "SD3Transformer2DModel":
         if type(pipe.scheduler).__name__.startswith("FlowMatch"):
             return "flow"
     raise ValueError(f"{type(pipe).__name__} is not a supported pipeline: latent watermarks need {SUPPORTED}")
+
+
+def _unet_extras(pipe: Any) -> str | None:
+    """What the UNet takes beside text states: None, or SDXL's ``"text_time"`` (pooled text, size ids)."""
+    return getattr(pipe.unet.config, "addition_embed_type", None)
 
 
 def denoiser(pipe: Any) -> torch.nn.Module:
@@ -59,18 +70,28 @@ def image_side(pipe: Any) -> int:
 
 
 @torch.no_grad()
-def empty_condition(pipe: Any, batch: int) -> dict[str, torch.Tensor]:
-    """The empty prompt's conditioning, as keyword arguments of ``predict`` (what inversion runs with)."""
-    if family(pipe) == "unet":
+def empty_condition(pipe: Any, batch: int) -> dict[str, Any]:
+    """The pipeline's unconditional conditioning, as keyword arguments of ``predict`` (what inversion runs with)."""
+    if family(pipe) == "flow":
+        embeds, _, pooled, _ = pipe.encode_prompt([""], None, None, device=pipe.device, num_images_per_prompt=1,
+                                                  do_classifier_free_guidance=False)
+        return {"encoder_hidden_states": embeds.expand(batch, -1, -1), "pooled_projections": pooled.expand(batch, -1)}
+    if _unet_extras(pipe) is None:
         embeds = pipe.encode_prompt([""], pipe.device, 1, False)[0]
         return {"encoder_hidden_states": embeds.expand(batch, -1, -1)}
-    embeds, _, pooled, _ = pipe.encode_prompt([""], None, None, device=pipe.device, num_images_per_prompt=1,
-                                              do_classifier_free_guidance=False)
-    return {"encoder_hidden_states": embeds.expand(batch, -1, -1), "pooled_projections": pooled.expand(batch, -1)}
+    _, embeds, _, pooled = pipe.encode_prompt([""], device=pipe.device, num_images_per_prompt=1,
+                                              do_classifier_free_guidance=True)  # the negative half: SDXL's own
+    side = image_side(pipe)
+    encoder_2 = getattr(pipe, "text_encoder_2", None)
+    projection = int(pooled.shape[-1]) if encoder_2 is None else encoder_2.config.projection_dim
+    time_ids = pipe._get_add_time_ids((side, side), (0, 0), (side, side), dtype=embeds.dtype,
+                                      text_encoder_projection_dim=projection).to(pipe.device)
+    return {"encoder_hidden_states": embeds.expand(batch, -1, -1),
+            "added_cond_kwargs": {"text_embeds": pooled.expand(batch, -1), "time_ids": time_ids.expand(batch, -1)}}
 
 
 def predict(pipe: Any, latents: torch.Tensor, timestep: float | torch.Tensor,
-            condition: dict[str, torch.Tensor]) -> torch.Tensor:
+            condition: dict[str, Any]) -> torch.Tensor:
     """The denoiser's raw output (noise, v or velocity, as it was trained) at one timestep."""
     if family(pipe) == "unet":
         return pipe.unet(latents, timestep, **condition).sample

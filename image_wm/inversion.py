@@ -2,12 +2,13 @@
 
 Latent-noise watermarks live in the initial latent ``z_T``; detection must get back to it
 from pixels: VAE-encode the image, optionally refine that latent by decoder inversion
-(gradient steps on ``||D(z) - x||^2``, as in the PRC paper), then run the sampler backwards with
-an empty prompt and no guidance. Works with the pipelines ``image_wm.denoiser`` supports: a UNet
-with a DDPM-family scheduler is inverted by DDIM (whatever scheduler generated, the DDIM levels
-come from its config), an SD3 transformer with a flow-matching scheduler by Euler steps up the
-scheduler's own shifted sigmas. A 3D UNet (video) takes latents shaped ``(B, C, F, h, w)``.
-Everything is batched and runs on the pipeline's device; the user's scheduler is never touched.
+(gradient steps on ``||D(z) - x||^2``, as in the PRC paper), then run the sampler backwards on
+its unconditional branch (the empty prompt) without guidance. Works with the pipelines
+``image_wm.denoiser`` supports: a UNet with a DDPM-family scheduler is inverted by DDIM
+(whatever scheduler generated, the DDIM levels come from its config), an SD3 transformer with a
+flow-matching scheduler by Euler steps up the scheduler's own shifted sigmas. A 3D UNet (video)
+takes latents shaped ``(B, C, F, h, w)``. Everything is batched and runs on the pipeline's
+device; the user's scheduler is never touched.
 
 Both inversions pair the levels the same way: going from level ``s`` up to level ``t``, the
 prediction is made at the current latent with timestep ``t``, the usual first-order inversion
@@ -17,6 +18,7 @@ of a sampler that stepped from ``t`` down to ``s`` with its prediction at ``t``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,12 +129,12 @@ def _ddim_levels(pipe, num_steps: int) -> tuple[torch.Tensor, list[int], float]:
 
 
 @torch.no_grad()
-def ddim_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dict[str, torch.Tensor] | None = None
+def ddim_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dict[str, Any] | None = None
                 ) -> torch.Tensor:
     """Deterministic DDIM inversion of clean sampler latents to the initial noise, no guidance.
 
-    ``condition`` (default: the empty prompt, ``image_wm.denoiser.empty_condition``) is what the
-    UNet is called with.
+    ``condition`` (default: the pipeline's unconditional branch, ``image_wm.denoiser.empty_condition``)
+    is what the UNet is called with.
     """
     alphas, timesteps, final = _ddim_levels(pipe, num_steps)
     context = condition if condition is not None else empty_condition(pipe, len(latents))
@@ -182,11 +184,11 @@ def euler_inversion(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 
 
 @torch.no_grad()
-def flow_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dict[str, torch.Tensor] | None = None
+def flow_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dict[str, Any] | None = None
                 ) -> torch.Tensor:
     """Euler inversion of a flow-matching pipeline (SD3) at its own shifted sigmas, no guidance.
 
-    ``condition`` defaults to the empty prompt (``image_wm.denoiser.empty_condition``).
+    ``condition`` defaults to the pipeline's unconditional branch (``image_wm.denoiser.empty_condition``).
     """
     sigmas, timesteps = _flow_levels(pipe, num_steps, latents)
     context = condition if condition is not None else empty_condition(pipe, len(latents))
@@ -195,7 +197,7 @@ def flow_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dic
 
 
 def invert_latents(pipe, latents: torch.Tensor, num_steps: int = 50,
-                   condition: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                   condition: dict[str, Any] | None = None) -> torch.Tensor:
     """Clean sampler latents -> the initial noise, by the inversion that matches the pipeline's sampler."""
     invert = flow_invert if family(pipe) == "flow" else ddim_invert
     return invert(pipe, latents, num_steps, condition)

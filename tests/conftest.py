@@ -78,3 +78,19 @@ def human_passages() -> list[str]:
     """600 human-written passages (the Jargon File, public domain; see tests/data/README)."""
     lines = (DATA / "human_passages.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """``tiny_folder(kind)``: a tiny random-weight pipeline folder (``tiny_pipelines.BUILDERS``), built once."""
+    from tiny_pipelines import BUILDERS
+
+    built: dict[str, Path] = {}
+
+    def folder(kind: str) -> Path:
+        if kind not in built:
+            built[kind] = tmp_path_factory.mktemp(f"tiny-{kind}")
+            BUILDERS[kind](built[kind])
+        return built[kind]
+
+    return folder

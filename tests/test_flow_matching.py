@@ -25,6 +25,7 @@ import cli
 from image_wm import inversion
 from image_wm.pipeline import WatermarkedPipeline, initial_noise
 from provenance.keys import WatermarkKey
+from tiny_pipelines import unconditioned_call
 
 DATA_VARIANCE = 0.25  # the exact flow's data: N(0, 0.25 I)
 
@@ -51,58 +52,20 @@ def test_euler_inversion_undoes_the_schedulers_sampling_on_an_exact_flow() -> No
     assert float((back - noise).norm() / noise.norm()) < 0.06
 
 
-def build_tiny_sd3(folder, dynamic_shift: bool = False) -> None:
-    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
-                           StableDiffusion3Pipeline)
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    from image_wm.reference.components import WEIGHTS_DIR, load_text_encoder
-
-    _, tokenizer = load_text_encoder("cpu")
-    torch.manual_seed(0)
-
-    def clip():
-        return CLIPTextModelWithProjection(CLIPTextConfig(
-            vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, projection_dim=32, max_position_embeddings=tokenizer.model_max_length,
-            bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-            pad_token_id=tokenizer.pad_token_id))
-
-    transformer = SD3Transformer2DModel(
-        sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
-        pos_embed_max_size=16)
-    vae = AutoencoderKL.from_pretrained(WEIGHTS_DIR / "vae")
-    vae.register_to_config(shift_factor=1.0)
-    shift = dict(use_dynamic_shifting=True, base_image_seq_len=16, max_image_seq_len=256) if dynamic_shift \
-        else dict(shift=3.0)
-    StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(**shift), vae=vae,
-        text_encoder=clip(), tokenizer=tokenizer, text_encoder_2=clip(), tokenizer_2=tokenizer,
-        text_encoder_3=None, tokenizer_3=None).save_pretrained(folder)
-
-
 @pytest.fixture(scope="module")
-def sd3_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-sd3")
-    build_tiny_sd3(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def sd3(sd3_folder):
+def sd3(tiny_folder):
     from image_wm.reference import load_text_to_image
 
-    return load_text_to_image("cpu", path=sd3_folder)
+    return load_text_to_image("cpu", path=tiny_folder("sd3"))
 
 
-def test_a_local_sd3_folder_loads_as_its_own_pipelines(sd3, sd3_folder) -> None:
+def test_a_local_sd3_folder_loads_as_its_own_pipelines(sd3, tiny_folder) -> None:
     from image_wm.denoiser import family, latent_shape
     from image_wm.reference import load_img2img
 
     assert type(sd3).__name__ == "StableDiffusion3Pipeline" and sd3.text_encoder_3 is None
     assert family(sd3) == "flow" and latent_shape(sd3, 2) == (2, 4, 16, 16)
-    assert type(load_img2img("cpu", path=sd3_folder)).__name__ == "StableDiffusion3Img2ImgPipeline"
+    assert type(load_img2img("cpu", path=tiny_folder("sd3"))).__name__ == "StableDiffusion3Img2ImgPipeline"
 
 
 def test_latents_cross_the_shifted_vae_as_the_pipeline_decodes_them(sd3) -> None:
@@ -120,29 +83,23 @@ def test_latents_cross_the_shifted_vae_as_the_pipeline_decodes_them(sd3) -> None
 
 def test_inversion_conditions_on_the_empty_prompt_exactly_as_the_pipeline_does(sd3) -> None:
     """The transformer sees the same text states and pooled projection from ``empty_condition`` as
-    from the pipeline itself generating for the empty prompt."""
+    in the unconditional half of the pipeline's own classifier-free guidance."""
     from image_wm.denoiser import empty_condition
 
-    seen = []
-    hook = sd3.transformer.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs), with_kwargs=True)
-    try:
-        sd3([""] * 2, num_inference_steps=1, guidance_scale=1.0, output_type="latent")
-    finally:
-        hook.remove()
-    ours = empty_condition(sd3, 2)
+    seen = unconditioned_call(sd3, sd3.transformer)
+    ours = empty_condition(sd3, 1)
     assert set(ours) == {"encoder_hidden_states", "pooled_projections"}
     for name, value in ours.items():
-        assert torch.allclose(value, seen[0][name], atol=1e-5), name  # batch of 1 expanded vs a batch of 2
+        assert torch.allclose(value, seen[name], atol=1e-5), name
 
 
 @pytest.mark.parametrize("dynamic_shift", [False, True])
-def test_flow_inversion_uses_the_samplers_own_levels(tmp_path, dynamic_shift) -> None:
+def test_flow_inversion_uses_the_samplers_own_levels(tiny_folder, dynamic_shift) -> None:
     """The inversion's sigmas are exactly those the pipeline sampled with, shifted statically (SD3) or by
     the image size (``use_dynamic_shifting``), and inverting a guidance-free sample recovers its noise."""
     from image_wm.reference import load_text_to_image
 
-    build_tiny_sd3(tmp_path, dynamic_shift=dynamic_shift)
-    pipe = load_text_to_image("cpu", path=tmp_path)
+    pipe = load_text_to_image("cpu", path=tiny_folder("sd3-dynamic-shift" if dynamic_shift else "sd3"))
     noise = initial_noise((4, 4, 16, 16), [5, 6, 7, 8])
     clean = pipe(["a red star"] * 4, latents=noise, num_inference_steps=10, guidance_scale=1.0,
                  output_type="latent").images
@@ -196,15 +153,15 @@ def test_regeneration_and_noise_extraction_run_on_sd3(sd3) -> None:
         assert out.shape == images.shape and out.dtype == np.uint8 and not np.array_equal(out, images)
 
 
-def test_cli_generates_and_detects_with_an_sd3_folder(sd3_folder, tmp_path) -> None:
+def test_cli_generates_and_detects_with_an_sd3_folder(tiny_folder, tmp_path) -> None:
     WatermarkKey.from_seed("sd3-cli").save(tmp_path / "key.json")
     run = CliRunner().invoke
     image = tmp_path / "prc.png"
     made = run(cli.main, ["image", "generate", "--key", str(tmp_path / "key.json"), "--scheme", "prc",
-                          "--prompt", "a red star", "--model", str(sd3_folder), "--out", str(image)])
+                          "--prompt", "a red star", "--model", str(tiny_folder("sd3")), "--out", str(image)])
     assert made.exit_code == 0, made.output
     found = run(cli.main, ["image", "detect", "--key", str(tmp_path / "key.json"), "--scheme", "prc",
-                           "--model", str(sd3_folder), "--json", str(image)])
+                           "--model", str(tiny_folder("sd3")), "--json", str(image)])
     assert found.exit_code == 0 and json.loads(found.stdout)["detected"], found.output
 
 
