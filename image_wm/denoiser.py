@@ -1,7 +1,7 @@
 """One view of a diffusers pipeline's denoiser, so watermarking and inversion need not care which it is.
 
 Why: a latent watermark needs four things from a pipeline: the shape of its initial noise, the
-denoiser's dtype, its prediction for the empty prompt at a given noise level (inversion), and
+denoiser's dtype, its unconditional prediction at a given noise level (inversion), and
 whether the scheduler is DDPM-family or flow matching. Two families are supported, and anything
 else is refused with one line that says so, rather than failing deep inside a sampler:
 
@@ -17,8 +17,10 @@ Inversion conditions on the pipeline's own unconditional branch, the half of cla
 guidance that has no prompt: the empty prompt's encoding, or zeros where the pipeline forces
 them (SDXL's ``force_zeros_for_empty_prompt``), with SDXL's size ids for the native size.
 
-Not supported: ``v`` prediction (Stable Diffusion 2.x at 768 px), FLUX (packed latents), PixArt
-and other DiTs with learned variance.
+Not supported: ``v`` prediction (Stable Diffusion 2.x at 768 px), FLUX (packed latents, and its
+guidance is distilled into the transformer, so there is no unconditional branch to invert on:
+which guidance value inverts best would need a trained FLUX to measure), PixArt and other DiTs
+with learned variance.
 """
 
 from __future__ import annotations

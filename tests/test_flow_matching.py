@@ -165,6 +165,16 @@ def test_cli_generates_and_detects_with_an_sd3_folder(tiny_folder, tmp_path) -> 
     assert found.exit_code == 0 and json.loads(found.stdout)["detected"], found.output
 
 
+def test_an_audit_runs_on_an_sd3_folder(tiny_folder, tmp_path) -> None:
+    """``provenance audit --model DIR``: generation, attacks (img2img regeneration included) and detection."""
+    args = ["audit", "--modality", "image", "--schemes", "prc", "--attacks", "jpeg,regen", "--levels", "1", "--n", "2",
+            "--steps", "4", "--model", str(tiny_folder("sd3")), "--out", str(tmp_path / "audit")]
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 0, result.output
+    cells = json.loads((tmp_path / "audit" / "results.json").read_text())["cells"]
+    assert [c["attack"] for c in cells] == ["none", "jpeg", "regen"] and cells[0]["tpr"] == 1.0
+
+
 def test_unsupported_pipelines_are_refused_in_one_line(tmp_path) -> None:
     """A v-prediction scheduler would make DDIM inversion silently wrong: the folder is refused instead."""
     from image_wm.reference import load_text_to_image
