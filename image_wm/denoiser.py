@@ -6,9 +6,9 @@ whether the scheduler is DDPM-family or flow matching. Two families are supporte
 else is refused with one line that says so, rather than failing deep inside a sampler:
 
 * ``unet``: a ``UNet2DConditionModel`` or ``UNet3DConditionModel`` predicting noise
-  (``epsilon``) with a DDPM-family scheduler, conditioned on text-encoder states (Stable
-  Diffusion 1.x / 2.x, the reference models, ModelScope-style video) or, in SDXL, also on pooled
-  text and size ids (``added_cond_kwargs``).
+  (``epsilon``) or ``v`` (Stable Diffusion 2.x at 768 px) with a DDPM-family scheduler,
+  conditioned on text-encoder states (Stable Diffusion 1.x / 2.x, the reference models,
+  ModelScope-style video) or, in SDXL, also on pooled text and size ids (``added_cond_kwargs``).
 * ``flow``: an ``SD3Transformer2DModel`` (Stable Diffusion 3 / 3.5: an MMDiT) predicting the
   flow-matching velocity with a ``FlowMatchEulerDiscreteScheduler``. Its latents keep the
   ``(B, C, h, w)`` layout, so every latent scheme's noise goes in through ``latents=`` unchanged.
@@ -17,10 +17,9 @@ Inversion conditions on the pipeline's own unconditional branch, the half of cla
 guidance that has no prompt: the empty prompt's encoding, or zeros where the pipeline forces
 them (SDXL's ``force_zeros_for_empty_prompt``), with SDXL's size ids for the native size.
 
-Not supported: ``v`` prediction (Stable Diffusion 2.x at 768 px), FLUX (packed latents, and its
-guidance is distilled into the transformer, so there is no unconditional branch to invert on:
-which guidance value inverts best would need a trained FLUX to measure), PixArt and other DiTs
-with learned variance.
+Not supported: ``sample`` prediction, FLUX (packed latents, and its guidance is distilled into
+the transformer, so there is no unconditional branch to invert on: which guidance value inverts
+best would need a trained FLUX to measure), PixArt and other DiTs with learned variance.
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ import torch
 
 __all__ = ["family", "denoiser", "latent_shape", "image_side", "empty_condition", "predict"]
 
-SUPPORTED = ("a noise-predicting UNet2DConditionModel / UNet3DConditionModel (Stable Diffusion 1.x/2.x, SDXL) "
-             "or an SD3Transformer2DModel with a flow-matching scheduler (Stable Diffusion 3/3.5)")
+SUPPORTED = ("a UNet2DConditionModel / UNet3DConditionModel predicting noise or v (Stable Diffusion 1.x/2.x, "
+             "SDXL) or an SD3Transformer2DModel with a flow-matching scheduler (Stable Diffusion 3/3.5)")
 
 
 def family(pipe: Any) -> str:
@@ -41,7 +40,7 @@ def family(pipe: Any) -> str:
     if unet is not None:  # any UNet called as unet(z, t, encoder_hidden_states=...[, added_cond_kwargs]), noise out
         extras = _unet_extras(pipe)
         if (extras is None or (extras == "text_time" and hasattr(pipe, "_get_add_time_ids"))) \
-                and pipe.scheduler.config.get("prediction_type", "epsilon") == "epsilon":
+                and pipe.scheduler.config.get("prediction_type", "epsilon") in ("epsilon", "v_prediction"):
             return "unet"
     elif transformer is not None and type(transformer).__name__ == "SD3Transformer2DModel":
         if type(pipe.scheduler).__name__.startswith("FlowMatch"):

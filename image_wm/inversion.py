@@ -26,7 +26,8 @@ import torch
 from image_wm.denoiser import denoiser, empty_condition, family, predict
 
 __all__ = ["pixels_to_tensor", "to_sampler_latents", "to_vae_latents", "encode_images", "decode_latents",
-           "decoder_inversion", "ddim_invert", "euler_inversion", "flow_invert", "invert_latents", "invert_images"]
+           "decoder_inversion", "ddim_inversion", "ddim_invert", "euler_inversion", "flow_invert", "invert_latents",
+           "invert_images"]
 
 
 def pixels_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -117,15 +118,43 @@ def decoder_inversion(pipe, images: np.ndarray | torch.Tensor, latents: torch.Te
     return z
 
 
-def _ddim_levels(pipe, num_steps: int) -> tuple[torch.Tensor, list[int], float]:
-    """DDIM's levels for ``num_steps`` from the pipeline scheduler's config (a fresh DDIM scheduler:
-    a PNDM or Euler pipeline gets the same noise schedule without PNDM's repeated timesteps)."""
+def _ddim_scheduler(pipe, num_steps: int):
+    """A fresh DDIM scheduler on the pipeline scheduler's config, set to ``num_steps`` (a PNDM or
+    Euler pipeline gets the same noise schedule without PNDM's repeated timesteps)."""
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     scheduler.set_timesteps(num_steps)
-    timesteps = [int(t) for t in scheduler.timesteps]  # descending
-    return scheduler.alphas_cumprod, timesteps, float(scheduler.final_alpha_cumprod)
+    return scheduler
+
+
+def ddim_inversion(model: Callable[[torch.Tensor, int], torch.Tensor], latents: torch.Tensor,
+                   alphas_cumprod: torch.Tensor, timesteps: list[int], final_alpha: float,
+                   prediction_type: str = "epsilon") -> torch.Tensor:
+    """Run DDIM's levels upwards, from the clean latent (level ``final_alpha``) to ``timesteps[0]``.
+
+    Each step solves for the ``(x0, noise)`` pair that is consistent with the current latent and
+    with the model's output at the level it goes to, then re-noises to that level. For noise
+    prediction that is the usual ``noise = model(z, t)``; for ``v`` prediction the two linear
+    equations ``z = sqrt(a_s) x0 + sqrt(1 - a_s) noise`` and ``v = sqrt(a_t) noise - sqrt(1 - a_t) x0``
+    are solved exactly (``timesteps`` descending, as the sampler runs them).
+    """
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"DDIM inversion needs epsilon or v prediction, not {prediction_type!r}")
+    z, a_prev = latents, final_alpha
+    for t in reversed(timesteps):
+        a_t = float(alphas_cumprod[t])
+        out = model(z, t)
+        p, q, c, d = a_prev ** 0.5, (1 - a_prev) ** 0.5, a_t ** 0.5, (1 - a_t) ** 0.5
+        if prediction_type == "epsilon":
+            eps = out
+            x0 = (z - q * eps) / p
+        else:
+            x0 = (c * z - q * out) / (p * c + q * d)
+            eps = (out + d * x0) / c
+        z = c * x0 + d * eps
+        a_prev = a_t
+    return z
 
 
 @torch.no_grad()
@@ -136,17 +165,11 @@ def ddim_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dic
     ``condition`` (default: the pipeline's unconditional branch, ``image_wm.denoiser.empty_condition``)
     is what the UNet is called with.
     """
-    alphas, timesteps, final = _ddim_levels(pipe, num_steps)
+    scheduler = _ddim_scheduler(pipe, num_steps)
     context = condition if condition is not None else empty_condition(pipe, len(latents))
-    z = latents.to(pipe.device, denoiser(pipe).dtype)
-    a_prev = final
-    for t in reversed(timesteps):
-        a_t = float(alphas[t])
-        eps = predict(pipe, z, t, context)
-        x0 = (z - (1 - a_prev) ** 0.5 * eps) / a_prev ** 0.5
-        z = a_t ** 0.5 * x0 + (1 - a_t) ** 0.5 * eps
-        a_prev = a_t
-    return z
+    return ddim_inversion(lambda z, t: predict(pipe, z, t, context), latents.to(pipe.device, denoiser(pipe).dtype),
+                          scheduler.alphas_cumprod, [int(t) for t in scheduler.timesteps],
+                          float(scheduler.final_alpha_cumprod), scheduler.config.prediction_type)
 
 
 def _flow_levels(pipe, num_steps: int, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

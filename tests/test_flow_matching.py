@@ -176,15 +176,15 @@ def test_an_audit_runs_on_an_sd3_folder(tiny_folder, tmp_path) -> None:
 
 
 def test_unsupported_pipelines_are_refused_in_one_line(tmp_path) -> None:
-    """A v-prediction scheduler would make DDIM inversion silently wrong: the folder is refused instead."""
+    """A UNet predicting the clean sample has no inversion here: the folder is refused, nothing written."""
     from image_wm.reference import load_text_to_image
 
     reference = load_text_to_image("cpu")
-    reference.scheduler.register_to_config(prediction_type="v_prediction")
-    reference.save_pretrained(tmp_path / "v-model")
+    reference.scheduler.register_to_config(prediction_type="sample")
+    reference.save_pretrained(tmp_path / "x0-model")
     WatermarkKey.from_seed("v").save(tmp_path / "key.json")
     result = CliRunner().invoke(cli.main, ["image", "generate", "--key", str(tmp_path / "key.json"), "--scheme",
-                                           "prc", "--prompt", "a red star", "--model", str(tmp_path / "v-model"),
+                                           "prc", "--prompt", "a red star", "--model", str(tmp_path / "x0-model"),
                                            "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "not a supported pipeline" in result.output and not (tmp_path / "x.png").exists()

@@ -1,4 +1,7 @@
-"""UNet pipelines beyond the reference model's plain DDIM: SDXL (pooled text and size ids, Euler).
+"""UNet pipelines beyond the reference model's plain DDIM: v prediction, other samplers, SDXL.
+
+DDIM inversion itself is checked on an exact model (Gaussian data, whose noise and v predictions
+are known in closed form), for both parametrisations.
 
 A tiny SDXL folder built here (``tiny_pipelines.build_tiny_sdxl``: random-weight UNet and text
 encoders around the shipped reference VAE) tests the plumbing: loading, the unconditional
@@ -18,6 +21,42 @@ import cli
 from image_wm.pipeline import WatermarkedPipeline
 from provenance.keys import WatermarkKey
 from tiny_pipelines import unconditioned_call
+
+
+DATA_VARIANCE = 0.25  # the exact model's data: N(0, 0.25 I)
+
+
+def exact_prediction(z: torch.Tensor, a: float, prediction_type: str) -> torch.Tensor:
+    """E[noise | z] or E[v | z] at level ``a`` (alphas_cumprod) for x0 ~ N(0, s^2 I)."""
+    s2 = DATA_VARIANCE
+    eps = (1 - a) ** 0.5 * z / (a * s2 + 1 - a)
+    if prediction_type == "epsilon":
+        return eps
+    x0 = a ** 0.5 * s2 * z / (a * s2 + 1 - a)
+    return a ** 0.5 * eps - (1 - a) ** 0.5 * x0
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_ddim_inversion_undoes_ddim_sampling_on_an_exact_model(prediction_type) -> None:
+    """25 DDIM steps with Stable Diffusion's betas, sampled by diffusers' own DDIMScheduler and inverted:
+    7.6% relative error for noise prediction and 3.5% for v (inversion's first-order error; half
+    that at 50 steps), where reading one parametrisation as the other gives 88-103%."""
+    from diffusers import DDIMScheduler
+
+    from image_wm.inversion import ddim_inversion
+    from image_wm.reference.components import scheduler_config
+
+    scheduler = DDIMScheduler(**{**scheduler_config(), "prediction_type": prediction_type})
+    scheduler.set_timesteps(25)
+    alphas = scheduler.alphas_cumprod.double()
+    noise = torch.randn(4096, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    z = noise.clone()
+    for t in scheduler.timesteps:
+        z = scheduler.step(exact_prediction(z, float(alphas[t]), prediction_type), t, z).prev_sample
+    assert abs(float(z.std()) - DATA_VARIANCE ** 0.5) < 0.05
+    back = ddim_inversion(lambda x, t: exact_prediction(x, float(alphas[t]), prediction_type), z, alphas,
+                          [int(t) for t in scheduler.timesteps], float(scheduler.final_alpha_cumprod), prediction_type)
+    assert float((back - noise).norm() / noise.norm()) < 0.1
 
 
 @pytest.fixture(scope="module")
