@@ -59,7 +59,8 @@ def to_vae_latents(pipe, latents: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_images(pipe, images: np.ndarray | torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    """Scaled posterior-mean latents of images [B, 3, H, W] (or frames [B, F, 3, H, W] -> [B, C, F, h, w])."""
+    """Sampler latents (posterior mean, shifted and scaled) of images [B, 3, H, W] (or frames
+    [B, F, 3, H, W] -> [B, C, F, h, w])."""
     x = pixels_to_tensor(images)
     video = x.ndim == 5
     flat = x.reshape(-1, *x.shape[-3:]).to(pipe.device, pipe.vae.dtype)
@@ -74,7 +75,7 @@ def encode_images(pipe, images: np.ndarray | torch.Tensor, chunk: int = 64) -> t
 
 @torch.no_grad()
 def decode_latents(pipe, latents: torch.Tensor, chunk: int = 64) -> np.ndarray:
-    """Scaled latents -> uint8 images [B, H, W, 3] (video latents -> [B, F, H, W, 3])."""
+    """Sampler latents -> uint8 images [B, H, W, 3] (video latents -> [B, F, H, W, 3])."""
     video = latents.ndim == 5
     flat = latents.transpose(1, 2).reshape(-1, latents.shape[1], *latents.shape[-2:]) if video else latents
     x = torch.cat([pipe.vae.decode(to_vae_latents(pipe, flat[i:i + chunk])).sample for i in range(0, len(flat), chunk)])
