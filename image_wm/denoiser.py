@@ -24,11 +24,12 @@ best would need a trained FLUX to measure), PixArt and other DiTs with learned v
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-__all__ = ["family", "denoiser", "latent_shape", "image_side", "empty_condition", "predict"]
+__all__ = ["family", "denoiser", "latent_shape", "image_side", "empty_condition", "predictor"]
 
 SUPPORTED = ("a UNet2DConditionModel / UNet3DConditionModel predicting noise or v (Stable Diffusion 1.x/2.x, "
              "SDXL) or an SD3Transformer2DModel with a flow-matching scheduler (Stable Diffusion 3/3.5)")
@@ -72,7 +73,7 @@ def image_side(pipe: Any) -> int:
 
 @torch.no_grad()
 def empty_condition(pipe: Any, batch: int) -> dict[str, Any]:
-    """The pipeline's unconditional conditioning, as keyword arguments of ``predict`` (what inversion runs with)."""
+    """The pipeline's unconditional conditioning, as keyword arguments of ``predictor`` (what inversion runs with)."""
     if family(pipe) == "flow":
         embeds, _, pooled, _ = pipe.encode_prompt([""], None, None, device=pipe.device, num_images_per_prompt=1,
                                                   do_classifier_free_guidance=False)
@@ -91,10 +92,14 @@ def empty_condition(pipe: Any, batch: int) -> dict[str, Any]:
             "added_cond_kwargs": {"text_embeds": pooled.expand(batch, -1), "time_ids": time_ids.expand(batch, -1)}}
 
 
-def predict(pipe: Any, latents: torch.Tensor, timestep: float | torch.Tensor,
-            condition: dict[str, Any]) -> torch.Tensor:
-    """The denoiser's raw output (noise, v or velocity, as it was trained) at one timestep."""
+def predictor(pipe: Any, condition: dict[str, Any]) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    """``model(latents, timestep)``: the denoiser's raw output (noise, v or velocity, as it was
+    trained) under ``condition``, resolved once so a sampler loop does not re-inspect the pipeline."""
     if family(pipe) == "unet":
-        return pipe.unet(latents, timestep, **condition).sample
-    t = torch.as_tensor(timestep, device=latents.device, dtype=latents.dtype).expand(len(latents))
-    return pipe.transformer(hidden_states=latents, timestep=t, return_dict=False, **condition)[0]
+        return lambda latents, t: pipe.unet(latents, t, **condition).sample
+
+    def transformer(latents: torch.Tensor, t: Any) -> torch.Tensor:
+        t = torch.as_tensor(t, device=latents.device, dtype=latents.dtype).expand(len(latents))
+        return pipe.transformer(hidden_states=latents, timestep=t, return_dict=False, **condition)[0]
+
+    return transformer

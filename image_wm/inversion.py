@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from image_wm.denoiser import denoiser, empty_condition, family, predict
+from image_wm.denoiser import denoiser, empty_condition, family, predictor
 
 __all__ = ["pixels_to_tensor", "to_sampler_latents", "to_vae_latents", "encode_images", "decode_latents",
-           "decoder_inversion", "ddim_inversion", "ddim_invert", "euler_inversion", "flow_invert", "invert_latents",
-           "invert_images"]
+           "decoder_inversion", "ddim_scheduler", "ddim_inversion", "ddim_invert", "euler_inversion", "flow_invert",
+           "invert_latents", "invert_images"]
 
 
 def pixels_to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -119,7 +119,7 @@ def decoder_inversion(pipe, images: np.ndarray | torch.Tensor, latents: torch.Te
     return z
 
 
-def _ddim_scheduler(pipe, num_steps: int):
+def ddim_scheduler(pipe, num_steps: int):
     """A fresh DDIM scheduler on the pipeline scheduler's config, set to ``num_steps`` (a PNDM or
     Euler pipeline gets the same noise schedule without PNDM's repeated timesteps)."""
     from diffusers import DDIMScheduler
@@ -166,9 +166,9 @@ def ddim_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dic
     ``condition`` (default: the pipeline's unconditional branch, ``image_wm.denoiser.empty_condition``)
     is what the UNet is called with.
     """
-    scheduler = _ddim_scheduler(pipe, num_steps)
+    scheduler = ddim_scheduler(pipe, num_steps)
     context = condition if condition is not None else empty_condition(pipe, len(latents))
-    return ddim_inversion(lambda z, t: predict(pipe, z, t, context), latents.to(pipe.device, denoiser(pipe).dtype),
+    return ddim_inversion(predictor(pipe, context), latents.to(pipe.device, denoiser(pipe).dtype),
                           scheduler.alphas_cumprod, [int(t) for t in scheduler.timesteps],
                           float(scheduler.final_alpha_cumprod), scheduler.config.prediction_type)
 
@@ -216,7 +216,7 @@ def flow_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dic
     """
     sigmas, timesteps = _flow_levels(pipe, num_steps, latents)
     context = condition if condition is not None else empty_condition(pipe, len(latents))
-    return euler_inversion(lambda z, t: predict(pipe, z, t.to(pipe.device), context),
+    return euler_inversion(predictor(pipe, context),
                            latents.to(pipe.device, denoiser(pipe).dtype), sigmas, timesteps)
 
 

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from image_wm.denoiser import family
+from image_wm.inversion import ddim_scheduler
 from provenance.files import write_text_atomic
 from provenance.models import cache_dir, diffusion_weights, update_with_weights
 
@@ -89,21 +91,21 @@ def fingerprint(pipeline: Any, scheme: Any) -> str:
         "geometry": ring_geometry(pipeline, scheme),
         "probe": {"format": FORMAT, "edits": PROBE_EDITS, "scenes": PROBE_SCENES, "seed": PROBE_SEED,
                   "steps": PROBE_STEPS, "directions": NUISANCE_DIRECTIONS},
-        "schedule": noise_schedule(pipeline.pipe.scheduler),
+        "schedule": noise_schedule(pipeline.pipe),
     }
     digest.update(json.dumps(described, sort_keys=True).encode())
     update_with_weights(digest, diffusion_weights(pipeline.pipe))
     return digest.hexdigest()
 
 
-def noise_schedule(scheduler: Any) -> dict:
-    """The probe inversion's levels: a DDPM-family scheduler's timesteps and alphas, or a
-    flow-matching scheduler's config (its sigmas follow from it and the latent size)."""
-    if not hasattr(scheduler, "alphas_cumprod"):
-        config = {k: v for k, v in scheduler.config.items() if not k.startswith("_")}
-        return {"scheduler": type(scheduler).__name__, "config": config}
-    scheduler = type(scheduler).from_config(scheduler.config)  # leave the user's as is
-    scheduler.set_timesteps(PROBE_STEPS)
+def noise_schedule(pipe: Any) -> dict:
+    """The probe inversion's levels: for a UNet pipeline the DDIM timesteps and alphas inversion
+    uses (``image_wm.inversion.ddim_scheduler``), for a flow-matching one its scheduler's config
+    (its sigmas follow from it and the latent size)."""
+    if family(pipe) == "flow":
+        config = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}
+        return {"scheduler": type(pipe.scheduler).__name__, "config": config}
+    scheduler = ddim_scheduler(pipe, PROBE_STEPS)
     return {"scheduler": type(scheduler).__name__, "timesteps": [int(t) for t in scheduler.timesteps],
             "alphas_cumprod": np.round(scheduler.alphas_cumprod.double().numpy(), 6).tolist()}
 
