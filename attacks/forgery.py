@@ -33,7 +33,7 @@ import torch
 from attacks.preference_model import PreferenceModel, load_preference_model
 from attacks.regeneration import at_model_size, image_batch, model_side, text_to_image_pipeline
 from attacks.registry import register
-from image_wm.denoiser import denoiser
+from image_wm.denoiser import pipeline_latents
 from image_wm.inversion import invert_images, pixels_to_tensor
 from image_wm.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, to_uint8
 from image_wm.reference import scenes
@@ -63,7 +63,7 @@ def noise_extraction(images: np.ndarray, strength: float, seed: int = 0, *, pipe
         if len(wanted) != len(batch):
             raise ValueError(f"noise-extraction needs one prompt per image: {len(wanted)} prompts, {len(batch)} images")
         noise = invert_images(pipe, batch, num_steps=int(round(strength)))
-        out = pipe(wanted, latents=noise.to(pipe.device, denoiser(pipe).dtype), num_inference_steps=steps,
+        out = pipe(wanted, latents=pipeline_latents(pipe, noise), num_inference_steps=steps,
                    guidance_scale=guidance, output_type="np")
         return to_uint8(out.images)
 

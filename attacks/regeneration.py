@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from attacks.registry import register
-from image_wm.denoiser import denoiser, image_side, latent_shape
+from image_wm.denoiser import image_side, latent_shape, pipeline_latents
 from image_wm.image_io import resize_images
 from image_wm.inversion import decode_latents, encode_images
 from image_wm.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, to_uint8
@@ -131,7 +131,7 @@ def regenerate(images: np.ndarray, strength: float, prompts: list[str], *, pipe:
     if strength >= 1.0:
         t2i = text_to_image_pipeline(pipe)
         latents = torch.cat([torch.randn(latent_shape(t2i, 1), generator=g) for g in generators])
-        out = t2i(prompts, latents=latents.to(t2i.device, denoiser(t2i).dtype), num_inference_steps=steps,
+        out = t2i(prompts, latents=pipeline_latents(t2i, latents), num_inference_steps=steps,
                   guidance_scale=guidance, output_type="np")
     else:
         i2i = img2img_pipeline(pipe)

@@ -41,7 +41,7 @@ def _payload_bytes(payload: str | None) -> bytes | None:
 _key_option = click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
 _scheme_option = click.option("--scheme", required=True, type=click.Choice(SCHEME_NAMES), help="Watermark scheme.")
 _model_option = click.option("--model", default=None, type=click.Path(file_okay=False),
-                             help="Local diffusers pipeline folder (Stable Diffusion 1.x/2.x, SDXL or 3).")
+                             help="Local diffusers pipeline folder (Stable Diffusion 1.x/2.x, SDXL, 3 or FLUX.1).")
 # shared with the video commands (image_wm/video/cli.py): inversion steps and detection FPR
 steps_option = click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000),
                              help="Inversion steps (DDIM, or Euler for flow matching).")

@@ -5,8 +5,8 @@ from pixels: VAE-encode the image, optionally refine that latent by decoder inve
 (gradient steps on ``||D(z) - x||^2``, as in the PRC paper), then run the sampler backwards on
 its unconditional branch (the empty prompt) without guidance. Works with the pipelines
 ``image_wm.denoiser`` supports: a UNet with a DDPM-family scheduler is inverted by DDIM
-(whatever scheduler generated, the DDIM levels come from its config), an SD3 transformer with a
-flow-matching scheduler by Euler steps up the scheduler's own shifted sigmas. A 3D UNet (video)
+(whatever scheduler generated, the DDIM levels come from its config), an SD3 or FLUX transformer
+with a flow-matching scheduler by Euler steps up the scheduler's own shifted sigmas. A 3D UNet (video)
 takes latents shaped ``(B, C, F, h, w)``. Everything is batched and runs on the pipeline's
 device; the user's scheduler is never touched.
 
@@ -174,22 +174,29 @@ def ddim_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dic
 
 
 def _flow_levels(pipe, num_steps: int, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sampler's ``(sigmas, timesteps)`` for ``num_steps``, from a fresh copy of its scheduler.
+    """The sampler's ``(sigmas, timesteps)`` for ``num_steps``, from a fresh copy of its scheduler,
+    set as the pipeline sets it.
 
-    Resolution-dependent shifting (``use_dynamic_shifting``) gets the ``mu`` the SD3 pipeline
-    computes for these latents.
+    SD3 lets the scheduler space its sigmas and, with ``use_dynamic_shifting``, shifts them by a
+    ``mu`` from the number of image tokens (``patch_size`` squares); FLUX passes its own spacing
+    (``linspace(1, 1/n, n)``, unless the scheduler uses ``use_flow_sigmas``) and always computes
+    ``mu``, from its 2x2-patch tokens, with its own default bounds.
     """
     from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
 
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
     config = scheduler.config
-    kwargs = {}
-    if config.get("use_dynamic_shifting", False):
-        patch = int(pipe.transformer.config.patch_size)
-        kwargs["mu"] = calculate_shift((latents.shape[-2] // patch) * (latents.shape[-1] // patch),
-                                       config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                                       config.get("base_shift", 0.5), config.get("max_shift", 1.16))
-    scheduler.set_timesteps(num_steps, device="cpu", **kwargs)
+    flux = family(pipe) == "flux"
+    patch = 2 if flux else int(pipe.transformer.config.patch_size)
+    tokens = (latents.shape[-2] // patch) * (latents.shape[-1] // patch)
+    kwargs: dict[str, Any] = {}
+    if flux or config.get("use_dynamic_shifting", False):
+        kwargs["mu"] = calculate_shift(tokens, config.get("base_image_seq_len", 256),
+                                       config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                                       config.get("max_shift", 1.15 if flux else 1.16))
+    if flux and not config.get("use_flow_sigmas", False):
+        kwargs["sigmas"] = np.linspace(1.0, 1 / num_steps, num_steps)
+    scheduler.set_timesteps(None if "sigmas" in kwargs else num_steps, device="cpu", **kwargs)
     return scheduler.sigmas.double(), scheduler.timesteps
 
 
@@ -210,7 +217,7 @@ def euler_inversion(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 @torch.no_grad()
 def flow_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dict[str, Any] | None = None
                 ) -> torch.Tensor:
-    """Euler inversion of a flow-matching pipeline (SD3) at its own shifted sigmas, no guidance.
+    """Euler inversion of a flow-matching pipeline (SD3, FLUX) at its own shifted sigmas, no guidance.
 
     ``condition`` defaults to the pipeline's unconditional branch (``image_wm.denoiser.empty_condition``).
     """
@@ -223,7 +230,7 @@ def flow_invert(pipe, latents: torch.Tensor, num_steps: int = 50, condition: dic
 def invert_latents(pipe, latents: torch.Tensor, num_steps: int = 50,
                    condition: dict[str, Any] | None = None) -> torch.Tensor:
     """Clean sampler latents -> the initial noise, by the inversion that matches the pipeline's sampler."""
-    invert = flow_invert if family(pipe) == "flow" else ddim_invert
+    invert = ddim_invert if family(pipe) == "unet" else flow_invert
     return invert(pipe, latents, num_steps, condition)
 
 

@@ -3,8 +3,9 @@
 Why a wrapper and not a pipeline subclass: every diffusers pipeline already accepts
 ``latents=`` (the initial noise), which is all a latent watermark needs. Wrapping keeps the
 user's pipeline untouched (scheduler, guidance, LoRAs, offloading) and works for the
-reference model, Stable Diffusion 1.x/2.x and the flow-matching Stable Diffusion 3 alike (the
-families ``image_wm.denoiser`` supports; any other pipeline is refused when it is wrapped).
+reference model, Stable Diffusion 1.x/2.x, SDXL and the flow-matching Stable Diffusion 3 and FLUX.1
+alike (the families ``image_wm.denoiser`` supports, which also packs FLUX's noise; any other
+pipeline is refused when it is wrapped).
 
 ``WatermarkedPipeline(pipe, scheme, key)(prompts, payload=..., seed=...)`` returns uint8
 images and one ``GenerationRecord`` per image (what a registry stores: scheme, key id,
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from image_wm.denoiser import denoiser, family, image_side, latent_shape
+from image_wm.denoiser import family, image_side, latent_shape, pipeline_latents
 from image_wm.image_io import resize_images
 from image_wm.inversion import invert_images
 from image_wm.reference.pipelines import REFERENCE_GUIDANCE
@@ -114,7 +115,7 @@ class WatermarkedPipeline:
         return latent_shape(self.pipe, batch)
 
     def run_pipeline(self, prompts: list[str], latents: torch.Tensor, steps: int, guidance: float, **kwargs: Any) -> np.ndarray:
-        out = self.pipe(prompts, latents=latents.to(self.pipe.device, denoiser(self.pipe).dtype), num_inference_steps=steps,
+        out = self.pipe(prompts, latents=pipeline_latents(self.pipe, latents), num_inference_steps=steps,
                         guidance_scale=guidance, output_type="np", **kwargs)
         return to_uint8(out.images)
 

@@ -102,7 +102,7 @@ def noise_schedule(pipe: Any) -> dict:
     """The probe inversion's levels: for a UNet pipeline the DDIM timesteps and alphas inversion
     uses (``image_wm.inversion.ddim_scheduler``), for a flow-matching one its scheduler's config
     (its sigmas follow from it and the latent size)."""
-    if family(pipe) == "flow":
+    if family(pipe) != "unet":
         config = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}
         return {"scheduler": type(pipe.scheduler).__name__, "config": config}
     scheduler = ddim_scheduler(pipe, PROBE_STEPS)

@@ -25,7 +25,7 @@ import cli
 from image_wm import inversion
 from image_wm.pipeline import WatermarkedPipeline, initial_noise
 from provenance.keys import WatermarkKey
-from tiny_pipelines import unconditioned_call
+from tiny_pipelines import assert_watermark_round_trip, unconditioned_call
 
 DATA_VARIANCE = 0.25  # the exact flow's data: N(0, 0.25 I)
 
@@ -112,16 +112,7 @@ def test_flow_inversion_uses_the_samplers_own_levels(tiny_folder, dynamic_shift)
 
 @pytest.mark.parametrize("scheme, payload", [("gaussian-shading", b"\xbe\xef"), ("prc", None), ("tree-ring", None)])
 def test_watermarks_round_trip_on_a_flow_matching_pipeline(sd3, scheme, payload) -> None:
-    key, other = WatermarkKey.from_seed("sd3"), WatermarkKey.from_seed("sd3-other")
-    pipeline = WatermarkedPipeline(sd3, scheme, key, model_name="tiny-sd3", calibrate=False)
-    made = pipeline(["a red star above a blue ring"] * 4, payload=payload, seed=11)
-    assert made.images.shape == (4, 64, 64, 3) and made.records[0].latent_shape == [4, 16, 16]
-    found = pipeline.detect(made.images, fpr=0.01)
-    assert all(r.detected for r in found)
-    if payload is not None:
-        assert all(r.payload == payload.hex() for r in found)
-    stranger = WatermarkedPipeline(sd3, scheme, other, calibrate=False)
-    assert not any(r.detected for r in stranger.detect(made.images, fpr=0.01))
+    assert_watermark_round_trip(sd3, scheme, payload, "sd3", images=4)
 
 
 def test_tree_ring_calibrates_an_sd3_pipeline_by_its_flow_schedule(sd3, monkeypatch, tmp_path) -> None:

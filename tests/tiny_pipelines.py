@@ -78,8 +78,56 @@ def build_tiny_sdxl(folder) -> None:
         add_watermarker=False).save_pretrained(folder)
 
 
+def _t5(tokenizer):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(
+        vocab_size=tokenizer.vocab_size, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id))
+
+
+def build_tiny_flux(folder, guidance_embeds: bool = True) -> None:
+    """A FLUX.1 folder (packed 2x2 latents, rotary position ids, distilled guidance embedding unless
+    ``guidance_embeds=False`` as in FLUX.1-schnell, resolution-shifted flow matching) over the reference
+    VAE (given a ``shift_factor``, as FLUX's VAE has). FLUX's native size is not in any config
+    (``FluxPipeline.default_sample_size`` is 128 latent rows, 512 px over this VAE), so
+    ``load_tiny_flux`` sets it to the reference world's 64 px."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    tokenizer = _tokenizer()
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 4, 8))
+    shift = dict(shift=3.0, use_dynamic_shifting=True) if guidance_embeds else dict(shift=1.0)  # dev / schnell
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, max_image_seq_len=4096, base_shift=0.5,
+                                                max_shift=1.15, **shift)
+    FluxPipeline(transformer=transformer, scheduler=scheduler, vae=_reference_vae(0.1),
+                 text_encoder=_clip(tokenizer, False), tokenizer=tokenizer, text_encoder_2=_t5(tokenizer),
+                 tokenizer_2=tokenizer).save_pretrained(folder)
+
+
 BUILDERS = {"sd3": build_tiny_sd3, "sd3-dynamic-shift": lambda folder: build_tiny_sd3(folder, dynamic_shift=True),
-            "sdxl": build_tiny_sdxl}
+            "sdxl": build_tiny_sdxl, "flux": build_tiny_flux,
+            "flux-schnell": lambda folder: build_tiny_flux(folder, guidance_embeds=False)}
+
+
+def assert_watermark_round_trip(pipe: Any, scheme: str, payload: bytes | None, name: str, images: int) -> None:
+    """``images`` watermarked 64 px images: each detected at FPR 0.01 (with its payload, if any), and
+    none under another key."""
+    from image_wm.pipeline import WatermarkedPipeline
+    from provenance.keys import WatermarkKey
+
+    pipeline = WatermarkedPipeline(pipe, scheme, WatermarkKey.from_seed(name), model_name=f"tiny-{name}", calibrate=False)
+    made = pipeline(["a red star above a blue ring"] * images, payload=payload, seed=11)
+    assert made.images.shape == (images, 64, 64, 3) and made.records[0].latent_shape == [4, 16, 16]
+    found = pipeline.detect(made.images, fpr=0.01)
+    assert all(r.detected for r in found)
+    if payload is not None:
+        assert all(r.payload == payload.hex() for r in found)
+    stranger = WatermarkedPipeline(pipe, scheme, WatermarkKey.from_seed(f"{name}-other"), calibrate=False)
+    assert not any(r.detected for r in stranger.detect(made.images, fpr=0.01))
 
 
 def unconditioned_call(pipe: Any, module: torch.nn.Module) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 ``StableDiffusionImg2ImgPipeline`` over the same modules, ``load_text_to_video()`` a
 ``TextToVideoSDPipeline`` sharing the VAE and text encoder, ``load_captioner()`` the CNN
 captioner. Each takes ``path=``: a local diffusers pipeline folder (``model_index.json``) of a
-supported family (Stable Diffusion 1.x/2.x, SDXL or 3 for images, see ``image_wm.denoiser``) loads in
+supported family (Stable Diffusion 1.x/2.x, SDXL, 3 or FLUX.1 for images, see ``image_wm.denoiser``) loads in
 place of the shipped weights, so everything downstream runs on real models too.
 """
 

@@ -1,0 +1,155 @@
+"""FLUX.1 pipelines: packed latents, the transformer call inversion makes, its levels, watermark round
+trips, the attacks that regenerate, and the CLI.
+
+The pipelines are tiny FLUX folders built here (``tiny_pipelines.build_tiny_flux``): a random-weight
+``FluxTransformer2DModel``, tiny random CLIP and T5 encoders over MiniLM's tokenizer and the shipped
+reference VAE (given a ``shift_factor``, as FLUX's VAE has). As for SD3 (``tests/test_flow_matching.py``,
+where the Euler inversion itself is checked on an exact flow), random weights test plumbing only:
+that FLUX's packed layout, rotary ids, timestep scale, distilled guidance and schedule are the
+pipeline's own, and that detection finds the key's watermark and no other. They say nothing about
+robustness or the false-positive rate on a trained FLUX.
+
+FLUX's native size is ``FluxPipeline.default_sample_size`` latent rows, not a config entry (512 px
+over the reference VAE); the API tests set it to 16 rows, the reference world's 64 px, so they run
+in seconds, and the CLI test keeps the folder's own 512 px.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import cli
+from image_wm import inversion
+from image_wm.denoiser import FLUX_INVERSION_GUIDANCE, empty_condition, family, latent_shape, pipeline_latents, predictor
+from image_wm.pipeline import WatermarkedPipeline, initial_noise
+from provenance.keys import WatermarkKey
+from tiny_pipelines import assert_watermark_round_trip
+
+
+def small(pipe):
+    pipe.default_sample_size = 16
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def flux(tiny_folder):
+    from image_wm.reference import load_text_to_image
+
+    return small(load_text_to_image("cpu", path=tiny_folder("flux")))
+
+
+def test_a_local_flux_folder_loads_as_its_own_pipelines(flux, tiny_folder) -> None:
+    from image_wm.reference import load_img2img, load_text_to_image
+
+    assert type(flux).__name__ == "FluxPipeline" and family(flux) == "flux"
+    assert latent_shape(flux, 2) == (2, 4, 16, 16)  # unpacked: 16 packed channels are 4 latent channels x 2 x 2
+    assert latent_shape(load_text_to_image("cpu", path=tiny_folder("flux")), 1) == (1, 4, 128, 128)
+    assert type(load_img2img("cpu", path=tiny_folder("flux"))).__name__ == "FluxImg2ImgPipeline"
+
+
+def test_packed_noise_is_the_noise_flux_draws_itself(flux) -> None:
+    """``pipeline_latents`` packs ``(B, C, h, w)`` noise exactly as ``FluxPipeline`` packs the noise it
+    draws from a generator: the same images either way."""
+    run = dict(num_inference_steps=3, guidance_scale=2.0, output_type="latent")
+    own = flux(["a red star"], generator=torch.Generator().manual_seed(4), **run).images
+    ours = flux(["a red star"], latents=pipeline_latents(flux, initial_noise(latent_shape(flux, 1), [4])), **run).images
+    assert torch.equal(own, ours)
+
+
+def first_call(module: torch.nn.Module, run) -> tuple[dict, torch.Tensor]:
+    """The keyword arguments and output of ``module``'s first call while ``run()`` runs."""
+    seen = []
+    hook = module.register_forward_hook(lambda _, args, kwargs, out: seen.append((kwargs, out[0])), with_kwargs=True)
+    try:
+        run()
+    finally:
+        hook.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("kind", ["flux", "flux-schnell"])
+def test_inversion_calls_the_transformer_as_the_pipeline_does_on_the_empty_prompt(tiny_folder, kind) -> None:
+    """At the first level, ``predictor`` on ``empty_condition`` gives exactly the velocity the pipeline
+    computes for the empty prompt at guidance 1 (FLUX.1-dev) or without a guidance input (schnell):
+    same packing, rotary ids, timestep scale and text states."""
+    from image_wm.reference import load_text_to_image
+
+    pipe = small(load_text_to_image("cpu", path=tiny_folder(kind)))
+    noise = initial_noise(latent_shape(pipe, 2), [1, 2])
+    kwargs, packed_velocity = first_call(pipe.transformer, lambda: pipe(
+        ["", ""], latents=pipeline_latents(pipe, noise), num_inference_steps=4,
+        guidance_scale=FLUX_INVERSION_GUIDANCE, output_type="latent"))
+    assert ("guidance" in empty_condition(pipe, 2)) == (kind == "flux") == (kwargs["guidance"] is not None)
+    _, timesteps = inversion._flow_levels(pipe, 4, noise)
+    ours = predictor(pipe, empty_condition(pipe, 2))(noise, timesteps[0])
+    assert torch.allclose(pipeline_latents(pipe, ours), packed_velocity, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["flux", "flux-schnell"])
+def test_flux_inversion_uses_the_samplers_own_levels(tiny_folder, kind) -> None:
+    """The sigmas are FLUX's own: its ``linspace(1, 1/n, n)`` spacing shifted by the token count (dev)
+    or statically (schnell, shift 1), and inverting a guidance-free sample recovers its noise."""
+    from image_wm.reference import load_text_to_image
+
+    pipe = small(load_text_to_image("cpu", path=tiny_folder(kind)))
+    noise = initial_noise(latent_shape(pipe, 4), [5, 6, 7, 8])
+    packed = pipe([""] * 4, latents=pipeline_latents(pipe, noise), num_inference_steps=10,
+                  guidance_scale=FLUX_INVERSION_GUIDANCE, output_type="latent").images
+    sigmas, _ = inversion._flow_levels(pipe, 10, noise)
+    assert torch.equal(sigmas.float(), pipe.scheduler.sigmas.float())
+    clean = pipe._unpack_latents(packed, 64, 64, pipe.vae_scale_factor)
+    back = inversion.invert_latents(pipe, clean, 10)
+    assert float((back.sign() == noise.sign()).float().mean()) > 0.95
+
+
+@pytest.mark.parametrize("scheme, payload", [("gaussian-shading", b"\xbe\xef"), ("prc", None), ("tree-ring", None)])
+def test_watermarks_round_trip_on_flux(flux, scheme, payload) -> None:
+    assert_watermark_round_trip(flux, scheme, payload, "flux", images=3)
+
+
+def test_tree_ring_calibrates_a_flux_pipeline(flux, monkeypatch, tmp_path) -> None:
+    """The nuisance fit generates, edits and inverts its probe scenes through FLUX's packed path."""
+    from image_wm import tree_ring_calibration as calibration
+
+    monkeypatch.setenv("PROVENANCE_CACHE", str(tmp_path))
+    monkeypatch.setattr(calibration, "PROBE_SCENES", 2)
+    nuisance = WatermarkedPipeline(flux, "tree-ring", WatermarkKey.from_seed("flux")).detector.nuisance
+    assert nuisance.shape[0] == calibration.NUISANCE_DIRECTIONS and np.isfinite(nuisance).all()
+    assert len(list((tmp_path / "tree-ring").iterdir())) == 1
+
+
+def test_regeneration_and_noise_extraction_run_on_flux(tiny_folder) -> None:
+    """Through the folder's own FluxPipeline and FluxImg2ImgPipeline, at its native 512 px."""
+    from attacks.forgery import noise_extraction
+    from attacks.regeneration import regenerate
+    from image_wm.reference import load_text_to_image
+
+    pipe = load_text_to_image("cpu", path=tiny_folder("flux"))
+    images = np.random.default_rng(0).integers(0, 256, (1, 512, 512, 3), dtype=np.uint8)
+    for out in (regenerate(images, 1.0, ["a"], pipe=pipe, steps=2), regenerate(images, 0.5, ["a"], pipe=pipe, steps=2),
+                noise_extraction(images, 2, pipe=pipe, steps=2)):
+        assert out.shape == images.shape and out.dtype == np.uint8 and not np.array_equal(out, images)
+
+
+def test_image_conditioned_flux_pipelines_are_refused(flux) -> None:
+    from diffusers import FluxKontextPipeline
+
+    with pytest.raises(ValueError, match="FluxKontextPipeline is not a supported pipeline"):
+        family(FluxKontextPipeline.from_pipe(flux))
+
+
+def test_cli_generates_and_detects_with_a_flux_folder(tiny_folder, tmp_path) -> None:
+    WatermarkKey.from_seed("flux-cli").save(tmp_path / "key.json")
+    run = CliRunner().invoke
+    image = tmp_path / "gs.png"
+    common = ["--key", str(tmp_path / "key.json"), "--scheme", "gaussian-shading", "--model", str(tiny_folder("flux")),
+              "--steps", "4"]
+    made = run(cli.main, ["image", "generate", *common, "--prompt", "a red star", "--out", str(image)])
+    assert made.exit_code == 0, made.output
+    found = run(cli.main, ["image", "detect", *common, "--json", str(image)])
+    assert found.exit_code == 0 and json.loads(found.stdout)["detected"], found.output
