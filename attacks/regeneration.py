@@ -81,8 +81,16 @@ def _reference_text_to_image():
 
 @lru_cache(maxsize=8)
 def _converted(auto, pipe):
-    """``pipe``'s modules as ``auto``'s pipeline of the same family (once per pipeline)."""
-    return quiet(auto.from_pipe(pipe))
+    """``pipe``'s modules as ``auto``'s pipeline of the same family, at the same default size.
+
+    ``from_pipe`` rebuilds the pipeline from its modules, so a ``default_sample_size`` set on the
+    pipeline rather than in a config (FLUX's only way to change its native size) would fall back
+    to the class default, and img2img would regenerate at another size than the model's.
+    """
+    converted = quiet(auto.from_pipe(pipe))
+    if hasattr(pipe, "default_sample_size"):
+        converted.default_sample_size = pipe.default_sample_size
+    return converted
 
 
 def _is_img2img(pipe: Any) -> bool:

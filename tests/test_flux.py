@@ -123,16 +123,15 @@ def test_tree_ring_calibrates_a_flux_pipeline(flux, monkeypatch, tmp_path) -> No
     assert len(list((tmp_path / "tree-ring").iterdir())) == 1
 
 
-def test_regeneration_and_noise_extraction_run_on_flux(tiny_folder) -> None:
-    """Through the folder's own FluxPipeline and FluxImg2ImgPipeline, at its native 512 px."""
+def test_regeneration_and_noise_extraction_run_on_flux(flux) -> None:
+    """Through FluxPipeline and the FluxImg2ImgPipeline made from it, which keeps its native size
+    (``default_sample_size`` is an attribute, not a config, and ``from_pipe`` alone would reset it)."""
     from attacks.forgery import noise_extraction
     from attacks.regeneration import regenerate
-    from image_wm.reference import load_text_to_image
 
-    pipe = load_text_to_image("cpu", path=tiny_folder("flux"))
-    images = np.random.default_rng(0).integers(0, 256, (1, 512, 512, 3), dtype=np.uint8)
-    for out in (regenerate(images, 1.0, ["a"], pipe=pipe, steps=2), regenerate(images, 0.5, ["a"], pipe=pipe, steps=2),
-                noise_extraction(images, 2, pipe=pipe, steps=2)):
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    for out in (regenerate(images, 1.0, ["a", "b"], pipe=flux), regenerate(images, 0.5, ["a", "b"], pipe=flux),
+                noise_extraction(images, 10, pipe=flux)):
         assert out.shape == images.shape and out.dtype == np.uint8 and not np.array_equal(out, images)
 
 
