@@ -112,6 +112,18 @@ def test_watermarks_round_trip_on_flux(flux, scheme, payload) -> None:
     assert_watermark_round_trip(flux, scheme, payload, "flux", images=3)
 
 
+def test_a_bfloat16_flux_pipeline_round_trips(tiny_folder) -> None:
+    """FLUX is run in bf16 (12 B parameters): generation, decoder inversion and Euler inversion keep
+    the pipeline's dtype throughout and still return the payload."""
+    from diffusers import FluxPipeline
+
+    pipe = small(FluxPipeline.from_pretrained(tiny_folder("flux"), dtype=torch.bfloat16))
+    pipeline = WatermarkedPipeline(pipe, "gaussian-shading", WatermarkKey.from_seed("bf16"), calibrate=False)
+    made = pipeline(["a red star"] * 2, payload=b"\xbe\xef", seed=3, num_inference_steps=10)
+    found = pipeline.detect(made.images, fpr=0.01, inversion_steps=10, decoder_steps=3)
+    assert all(r.detected and r.payload == "beef" for r in found)
+
+
 def test_tree_ring_calibrates_a_flux_pipeline(flux, monkeypatch, tmp_path) -> None:
     """The nuisance fit generates, edits and inverts its probe scenes through FLUX's packed path."""
     from image_wm import tree_ring_calibration as calibration
