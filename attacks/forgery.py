@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from attacks.preference_model import PreferenceModel, load_preference_model
-from attacks.regeneration import at_model_size, image_batch, model_side, text_to_image_pipeline
+from attacks.regeneration import at_model_size, image_batch, text_to_image_pipeline
 from attacks.registry import register
-from image_wm.denoiser import pipeline_latents
+from image_wm.denoiser import image_side, pipeline_latents
 from image_wm.inversion import invert_images, pixels_to_tensor
 from image_wm.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, to_uint8
 from image_wm.reference import scenes
@@ -67,7 +67,7 @@ def noise_extraction(images: np.ndarray, strength: float, seed: int = 0, *, pipe
                    guidance_scale=guidance, output_type="np")
         return to_uint8(out.images)
 
-    return at_model_size(images, model_side(pipe), attack)
+    return at_model_size(images, image_side(pipe), attack)
 
 
 def foreign_object(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.ndarray]:

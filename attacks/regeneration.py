@@ -41,7 +41,7 @@ from image_wm.inversion import decode_latents, encode_images
 from image_wm.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, to_uint8
 from image_wm.reference.pipelines import quiet
 
-__all__ = ["image_batch", "at_model_size", "model_side", "text_to_image_pipeline", "img2img_pipeline",
+__all__ = ["image_batch", "at_model_size", "text_to_image_pipeline", "img2img_pipeline",
            "default_captioner", "noise_generators", "regenerate", "vae_round_trip", "regen", "rinse", "visual_paraphrase",
            "RINSE_STRENGTH", "PARAPHRASE_GUIDANCE"]
 
@@ -120,11 +120,6 @@ def default_captioner(captioner: Any = None):
     return shared(load_captioner) if captioner is None else captioner
 
 
-def model_side(pipe: Any) -> int:
-    """The pipeline's native image side in pixels."""
-    return image_side(pipe)
-
-
 # --------------------------------------------------------------------------- the attacks
 
 def regenerate(images: np.ndarray, strength: float, prompts: list[str], *, pipe: Any = None, seed: int = 0,
@@ -162,7 +157,7 @@ def vae_round_trip(images: np.ndarray, strength: float, seed: int = 0, *, pipe: 
             batch = decode_latents(pipe, encode_images(pipe, batch))
         return batch
 
-    return at_model_size(images, model_side(pipe), attack)
+    return at_model_size(images, image_side(pipe), attack)
 
 
 @register("regen", "image", 0.1, 1.0, 0.5, unit="img2img strength")
@@ -177,7 +172,7 @@ def regen(images: np.ndarray, strength: float, seed: int = 0, *, pipe: Any = Non
                               guidance=DEFAULT_GUIDANCE, steps=steps)
         return regenerate(batch, strength, [""] * len(batch), pipe=pipe, seed=seed, steps=steps)
 
-    return at_model_size(images, model_side(pipe), attack)
+    return at_model_size(images, image_side(pipe), attack)
 
 
 @register("rinse", "image", 1, 5, 2, unit="regenerations")
@@ -194,7 +189,7 @@ def rinse(images: np.ndarray, strength: float, seed: int = 0, *, pipe: Any = Non
                                steps=steps)
         return batch
 
-    return at_model_size(images, model_side(pipe), attack)
+    return at_model_size(images, image_side(pipe), attack)
 
 
 @register("visual-paraphrase", "image", 0.1, 1.0, 0.4, unit="img2img strength")
@@ -207,4 +202,4 @@ def visual_paraphrase(images: np.ndarray, strength: float, seed: int = 0, *, pip
         return regenerate(batch, strength, _captions(batch, captioner), pipe=pipe, seed=seed, guidance=guidance,
                           steps=steps)
 
-    return at_model_size(images, model_side(pipe), attack)
+    return at_model_size(images, image_side(pipe), attack)

@@ -78,8 +78,8 @@ def latent_shape(pipe: Any, batch: int) -> tuple[int, int, int, int]:
     """Initial-noise shape ``(batch, C, h, w)`` of one image at the model's native size (for FLUX
     the unpacked shape; FLUX's native size is the pipeline's ``default_sample_size``, not a config)."""
     config = denoiser(pipe).config
-    if family(pipe) == "flux":
-        side = 2 * (image_side(pipe) // (2 * int(pipe.vae_scale_factor)))
+    if family(pipe) == "flux":  # FluxPipeline's rows, rounded down to whole 2x2 patches
+        side = 2 * (int(pipe.default_sample_size) // 2)
         return batch, int(config.in_channels) // 4, side, side
     side = int(config.sample_size)
     return batch, int(config.in_channels), side, side
@@ -147,13 +147,18 @@ def predictor(pipe: Any, condition: dict[str, Any]) -> Callable[[torch.Tensor, A
         t = torch.as_tensor(t, device=latents.device, dtype=latents.dtype).expand(len(latents))
         return pipe.transformer(hidden_states=latents, timestep=t, return_dict=False, **condition)[0]
 
+    image_ids: dict[tuple, torch.Tensor] = {}  # the rotary ids of each latent size, made at its first step
+
     def flux(latents: torch.Tensor, t: Any) -> torch.Tensor:
         """FLUX takes packed tokens, their 2x2 patches' rotary ids and the timestep divided by 1000."""
         _, _, height, width = latents.shape
-        ids = pipe._prepare_latent_image_ids(len(latents), height // 2, width // 2, latents.device, latents.dtype)
+        key = (height, width, latents.device, latents.dtype)
+        if key not in image_ids:
+            image_ids[key] = pipe._prepare_latent_image_ids(len(latents), height // 2, width // 2, latents.device,
+                                                            latents.dtype)
         t = torch.as_tensor(t, device=latents.device, dtype=latents.dtype).expand(len(latents)) / 1000
-        out = pipe.transformer(hidden_states=_pack(pipe, latents), timestep=t, img_ids=ids, return_dict=False,
-                               **condition)[0]
+        out = pipe.transformer(hidden_states=_pack(pipe, latents), timestep=t, img_ids=image_ids[key],
+                               return_dict=False, **condition)[0]
         return _unpack(pipe, out, height, width)
 
     return flux if kind == "flux" else transformer

@@ -25,7 +25,7 @@ import cli
 from image_wm import inversion
 from image_wm.pipeline import WatermarkedPipeline, initial_noise
 from provenance.keys import WatermarkKey
-from tiny_pipelines import assert_watermark_round_trip, unconditioned_call
+from tiny_pipelines import assert_watermark_round_trip, cli_detection, unconditioned_call
 
 DATA_VARIANCE = 0.25  # the exact flow's data: N(0, 0.25 I)
 
@@ -145,15 +145,7 @@ def test_regeneration_and_noise_extraction_run_on_sd3(sd3) -> None:
 
 
 def test_cli_generates_and_detects_with_an_sd3_folder(tiny_folder, tmp_path) -> None:
-    WatermarkKey.from_seed("sd3-cli").save(tmp_path / "key.json")
-    run = CliRunner().invoke
-    image = tmp_path / "prc.png"
-    made = run(cli.main, ["image", "generate", "--key", str(tmp_path / "key.json"), "--scheme", "prc",
-                          "--prompt", "a red star", "--model", str(tiny_folder("sd3")), "--out", str(image)])
-    assert made.exit_code == 0, made.output
-    found = run(cli.main, ["image", "detect", "--key", str(tmp_path / "key.json"), "--scheme", "prc",
-                           "--model", str(tiny_folder("sd3")), "--json", str(image)])
-    assert found.exit_code == 0 and json.loads(found.stdout)["detected"], found.output
+    assert cli_detection(tiny_folder("sd3"), "prc", tmp_path)["detected"]
 
 
 def test_an_audit_runs_on_an_sd3_folder(tiny_folder, tmp_path) -> None:

@@ -16,19 +16,15 @@ in seconds, and the CLI test keeps the folder's own 512 px.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-import cli
 from image_wm import inversion
 from image_wm.denoiser import FLUX_INVERSION_GUIDANCE, empty_condition, family, latent_shape, pipeline_latents, predictor
 from image_wm.pipeline import WatermarkedPipeline, initial_noise
 from provenance.keys import WatermarkKey
-from tiny_pipelines import assert_watermark_round_trip
+from tiny_pipelines import assert_watermark_round_trip, cli_detection
 
 
 def small(pipe):
@@ -155,12 +151,4 @@ def test_image_conditioned_flux_pipelines_are_refused(flux) -> None:
 
 
 def test_cli_generates_and_detects_with_a_flux_folder(tiny_folder, tmp_path) -> None:
-    WatermarkKey.from_seed("flux-cli").save(tmp_path / "key.json")
-    run = CliRunner().invoke
-    image = tmp_path / "gs.png"
-    common = ["--key", str(tmp_path / "key.json"), "--scheme", "gaussian-shading", "--model", str(tiny_folder("flux")),
-              "--steps", "4"]
-    made = run(cli.main, ["image", "generate", *common, "--prompt", "a red star", "--out", str(image)])
-    assert made.exit_code == 0, made.output
-    found = run(cli.main, ["image", "detect", *common, "--json", str(image)])
-    assert found.exit_code == 0 and json.loads(found.stdout)["detected"], found.output
+    assert cli_detection(tiny_folder("flux"), "gaussian-shading", tmp_path, "--steps", "4")["detected"]

@@ -130,6 +130,25 @@ def assert_watermark_round_trip(pipe: Any, scheme: str, payload: bytes | None, n
     assert not any(r.detected for r in stranger.detect(made.images, fpr=0.01))
 
 
+def cli_detection(folder, scheme: str, tmp_path, *options: str) -> dict[str, Any]:
+    """``image generate`` one image with ``--model folder``, then ``image detect --json`` it: the detection."""
+    import json
+
+    from click.testing import CliRunner
+
+    import cli
+    from provenance.keys import WatermarkKey
+
+    WatermarkKey.from_seed(f"{scheme}-cli").save(tmp_path / "key.json")
+    image = tmp_path / "made.png"
+    common = ["--key", str(tmp_path / "key.json"), "--scheme", scheme, "--model", str(folder), *options]
+    made = CliRunner().invoke(cli.main, ["image", "generate", *common, "--prompt", "a red star", "--out", str(image)])
+    assert made.exit_code == 0, made.output
+    found = CliRunner().invoke(cli.main, ["image", "detect", *common, "--json", str(image)])
+    assert found.exit_code == 0, found.output
+    return json.loads(found.stdout)
+
+
 def unconditioned_call(pipe: Any, module: torch.nn.Module) -> dict[str, Any]:
     """The keyword arguments ``module`` gets for the unconditional half of the pipeline's first
     guided step (the first of the two halves diffusers batches together)."""
