@@ -23,14 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from provenance.files import write_text_atomic
+from provenance.files import check_new_output, write_text_atomic
+from provenance.readers import MAX_KEY_BYTES, InputError, read_json_file
 
 SECRET_BYTES = 32
 KEY_FILE_FORMAT = "provenance-watermark-key"
 KEY_FILE_VERSION = 1
+MAX_LABEL_CHARS = 200
+MAX_CREATED = 253402300799  # 9999-12-31T23:59:59Z, the last second datetime can show
 
 
-class KeyFileError(ValueError):
+class KeyFileError(InputError):
     """A key file is missing, unreadable, malformed or truncated (never quotes the secret)."""
 
 
@@ -51,6 +54,11 @@ def _encode_part(part: object) -> bytes:
     return len(raw).to_bytes(4, "big") + raw
 
 
+def label_is_valid(label: object) -> bool:
+    """A label is absent, or a short printable string (it is shown on one line, never interpreted)."""
+    return label is None or (isinstance(label, str) and len(label) <= MAX_LABEL_CHARS and label.isprintable())
+
+
 @dataclass(frozen=True)
 class WatermarkKey:
     """A 32-byte secret plus public metadata.
@@ -67,6 +75,8 @@ class WatermarkKey:
     def __post_init__(self) -> None:
         if not isinstance(self.secret, bytes) or len(self.secret) != SECRET_BYTES:
             raise ValueError(f"a watermark key secret must be exactly {SECRET_BYTES} bytes")
+        if not label_is_valid(self.label):
+            raise ValueError(f"a key label is at most {MAX_LABEL_CHARS} printable characters")
 
     @classmethod
     def generate(cls, label: str | None = None) -> "WatermarkKey":
@@ -127,42 +137,42 @@ class WatermarkKey:
         Refuses to replace an existing file unless ``overwrite`` is set, so a key is
         never lost by a mistyped command.
         """
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"refusing to overwrite existing key file {path}")
+        path = check_new_output(path, overwrite)
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n", mode=0o600)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "WatermarkKey":
-        """Read a key file; every failure is a ``KeyFileError`` naming the file, never the secret."""
-        path = Path(path)
+        """Read a key file; every failure is a ``KeyFileError`` naming the file, never the secret.
+
+        The file must be a regular file of at most ``MAX_KEY_BYTES`` holding one JSON object of
+        this format (no deeper than ``MAX_JSON_DEPTH``), with a 32-byte hex secret, a label of at
+        most ``MAX_LABEL_CHARS`` printable characters and a creation time between 1970 and 9999.
+        """
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise KeyFileError(f"key file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise KeyFileError(f"cannot read key file {path}: {exc.__class__.__name__}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            raise KeyFileError(f"key file {path} is not valid JSON (truncated or corrupted?)") from None
+            data = read_json_file(path, MAX_KEY_BYTES, "key file")
+        except InputError as exc:
+            raise KeyFileError(exc.source, exc.problem) from None
         if not isinstance(data, dict) or data.get("format") != KEY_FILE_FORMAT:
-            raise KeyFileError(f"{path} is not a provenance watermark key file")
-        if data.get("version") != KEY_FILE_VERSION:
-            raise KeyFileError(f"key file {path} has unsupported version {data.get('version')!r}")
+            raise KeyFileError(path, "not a provenance watermark key file")
+        if data.get("version") != KEY_FILE_VERSION or isinstance(data.get("version"), bool):
+            version = data.get("version")
+            shown = repr(version) if isinstance(version, (int, str)) and len(str(version)) <= 20 else "?"
+            raise KeyFileError(path, f"unsupported key file version {shown}")
         secret_hex = data.get("secret")
         try:
-            secret = bytes.fromhex(secret_hex) if isinstance(secret_hex, str) else b""
+            secret = bytes.fromhex(secret_hex) if isinstance(secret_hex, str) and len(secret_hex) < 256 else b""
         except ValueError:
             secret = b""
         if len(secret) != SECRET_BYTES:
-            raise KeyFileError(f"key file {path} has a malformed secret (expected {SECRET_BYTES} hex bytes)")
+            raise KeyFileError(path, f"malformed secret (expected {SECRET_BYTES} hex bytes)")
         label = data.get("label")
+        if not label_is_valid(label):
+            raise KeyFileError(path, f"malformed label (at most {MAX_LABEL_CHARS} printable characters)")
         created = data.get("created", 0.0)
-        if (label is not None and not isinstance(label, str)) or not isinstance(created, (int, float)):
-            raise KeyFileError(f"key file {path} has malformed metadata")
+        if isinstance(created, bool) or not isinstance(created, (int, float)) or not 0 <= created <= MAX_CREATED:
+            raise KeyFileError(path, "malformed creation time (seconds since 1970, up to the year 9999)")
         key = cls(secret=secret, created=float(created), label=label)
         if data.get("key_id") not in (None, key.key_id):
-            raise KeyFileError(f"key file {path} is inconsistent: its key id does not match its secret")
+            raise KeyFileError(path, "inconsistent: its key id does not match its secret")
         return key

@@ -120,5 +120,5 @@ def test_inconsistent_key_id_rejected(tmp_path):
 
 
 def test_missing_key_file(tmp_path):
-    with pytest.raises(KeyFileError, match="not found"):
+    with pytest.raises(KeyFileError, match="no such key file"):
         WatermarkKey.load(tmp_path / "none.json")
