@@ -111,9 +111,9 @@ def bit_accuracy(results, payload: bytes | None) -> str:
     if payload is None:
         return "-"
     truth = np.unpackbits(np.frombuffer(payload, np.uint8))
-    accs = [np.mean(np.unpackbits(np.frombuffer(bytes.fromhex(r.payload), np.uint8)) == truth) if r.payload else 0.5
+    accs = [np.mean(np.unpackbits(np.frombuffer(bytes.fromhex(r.decoded_payload), np.uint8)) == truth) if r.decoded_payload else 0.5
             for r in results]
-    return f"{np.mean(accs):.3f} (exact {np.mean([r.payload == payload.hex() for r in results]):.2f})"
+    return f"{np.mean(accs):.3f} (exact {np.mean([r.decoded_payload == payload.hex() for r in results]):.2f})"
 
 
 def main() -> None:

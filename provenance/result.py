@@ -15,6 +15,10 @@ from typing import Any
 
 import numpy as np
 
+# The smallest p-value reported as a number: anything smaller (an underflow to 0 included) is
+# reported as this bound, with ``details["p_value_below"]`` saying the true value lies below it.
+P_VALUE_FLOOR = float(np.finfo(np.float64).tiny)
+
 
 def _plain(value: Any) -> Any:
     """Turn numpy/torch scalars and arrays into JSON-ready Python values."""
@@ -56,11 +60,25 @@ class DetectionResult:
     bit_accuracy: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.payload is not None and not self.detected:
+            self.details = {**self.details, "decoded_payload": self.payload}
+            self.payload = None
+        if self.p_value < P_VALUE_FLOOR:
+            self.details = {**self.details, "p_value_below": P_VALUE_FLOOR}
+            self.p_value = P_VALUE_FLOOR
+
+    @property
+    def decoded_payload(self) -> str | None:
+        """The payload as read, detected or not (for bit accuracy; never a verdict)."""
+        return self.payload if self.payload is not None else self.details.get("decoded_payload")
+
     def summary(self) -> str:
         """One human-readable line: the verdict, the p-value and the payload of a detected watermark."""
         verdict = "WATERMARKED" if self.detected else "not detected"
-        extra = f"  payload={self.payload}" if self.payload and self.detected else ""
-        return f"{verdict}  p={self.p_value:.3g}  score={self.score:.3f}{extra}"
+        extra = f"  payload={self.payload}" if self.payload else ""
+        p_value = f"p<{self.p_value:.3g}" if "p_value_below" in self.details else f"p={self.p_value:.3g}"
+        return f"{verdict}  {p_value}  score={self.score:.3f}{extra}"
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))

@@ -106,7 +106,7 @@ def test_empirical_fpr_on_200_unmarked_scenes(name: str) -> None:
     for texture, biased in ((0.0, True), (scenes.WORLD_TEXTURE, False)):
         unmarked = scenes.generate(200, seed=4242, texture=texture)[0]
         results = get_baseline(name).detect(unmarked, KEY, fpr=0.01)
-        decoded = np.stack([np.unpackbits(np.frombuffer(bytes.fromhex(r.payload), np.uint8)) for r in results])
+        decoded = np.stack([np.unpackbits(np.frombuffer(bytes.fromhex(r.decoded_payload), np.uint8)) for r in results])
         bias = np.abs(decoded.mean(axis=1) - 0.5).mean()
         assert bias > 0.25 if biased else bias < 0.15  # far from fair coins: a binomial tail is unsafe
         # at most the 99.9% quantile of Binomial(200, 0.01): a calibrated test fails this once in 1000 runs

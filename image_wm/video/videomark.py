@@ -113,8 +113,8 @@ class VideoMark:
         decoded_ok = np.array([f.details["decoded"] for f in frames])
         decoded = np.zeros((len(frames), self.frame_bits), dtype=np.uint8)
         for i, f in enumerate(frames):
-            if f.payload is not None:
-                decoded[i] = np.unpackbits(np.frombuffer(bytes.fromhex(f.payload), dtype=np.uint8))
+            if f.decoded_payload is not None:
+                decoded[i] = np.unpackbits(np.frombuffer(bytes.fromhex(f.decoded_payload), dtype=np.uint8))
         sequence = self.sequence(key)
         alignment = align_frames(decoded, decoded_ok, sequence, start=start)
         p_frames = np.array([f.p_value for f in frames])
