@@ -21,7 +21,35 @@ folder under a key of (modality, scheme, attack, strength, n, seed, fpr, key id,
 restarted audit skips those cells, and makes no items for a scheme whose cells are all done. The
 setup id (``AuditTarget.setup_id``) hashes the model weights and the generation settings, so
 retrained weights, another model or other step counts never reuse a finished cell. Items are remade
-after a restart (they are deterministic under the seed), not stored.
+after a restart (they are deterministic under the seed), not stored. A partial file is read
+leniently but strictly per line: a line that is not a whole, well-typed record (another tool's
+JSON, a cut-off write, nesting too deep, a record whose key disagrees with its own fields) is
+skipped, never trusted, and its cell is run again.
+
+One output folder holds one audit, and an existing audit is never silently replaced. The command
+line (``provenance audit``) records the audit's settings (``audit_settings``: modality, schemes,
+attacks, strengths or levels, n, seed, fpr, key id, model, steps, tokens; not the version) in
+``audit.json``, written atomically before any cell runs, and on every start decides by
+``check_audit_folder``, before any model loads and before anything in the folder is written:
+- no folder, an empty one, or one holding only ``key.json``: a new audit;
+- an audit with the same settings: resumed (its finished cells are reused);
+- an audit with other settings, or one whose ``audit.json`` cannot be read: refused with one line
+  naming the settings that differ, unless ``--force`` (an audit that was started but finished no
+  cell, say a mistyped ``--model``, holds nothing to lose and is replaced);
+- files that are not an audit's (and no audit): refused unless ``--force``, which writes the
+  audit beside them and leaves them alone;
+- a file where the folder should be: refused, ``--force`` or not.
+With ``--force`` the audit starts afresh (``start_audit_folder``): the old ``audit.json``, partial
+results, results, report, summary and examples are removed before the new settings are recorded.
+``OUT/key.json`` is never removed: the key is the audit's identity, and without ``--key`` an audit
+keeps using the folder's key (it may be the only copy of a secret), forced or not.
+Audits made before ``audit.json`` existed are judged by the config in their ``results.json``; one
+interrupted before it wrote results (only ``partial.jsonl`` and examples) is resumed by cell key.
+Every output file (``audit.json``, the partial file when rewritten, results, report, summary and
+examples) is written atomically: a reader or a crash sees the old file or the new one.
+
+``run_audit`` itself (the Python API) knows only the partial file: it reuses cells by key, so
+several audits may share a folder there, and the folder rule above is the caller's to apply.
 """
 
 from __future__ import annotations
@@ -31,6 +59,7 @@ import inspect
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,12 +72,24 @@ from tqdm import tqdm
 from attacks.audit_targets import COVER_PARAM, AuditTarget, Items
 from attacks.registry import Attack, Modality, get
 from provenance.files import write_text_atomic
+from provenance.readers import InputError, open_regular_file, parse_json, read_json_file
 from provenance.result import DetectionResult
 from provenance.stats import check_fpr
 
 NO_ATTACK = "none"
 PARTIAL_FILE = "partial.jsonl"
 EXAMPLES_DIR = "examples"
+AUDIT_FILE = "audit.json"
+KEY_FILE = "key.json"
+RESULT_FILES = ("results.json", "results.csv", "report.html", "summary.md")
+# what an audit writes into its folder; key.json is its key, kept across --force
+AUDIT_OUTPUTS = (AUDIT_FILE, PARTIAL_FILE, *RESULT_FILES, EXAMPLES_DIR)
+SETTING_FIELDS = ("modality", "schemes", "attacks", "strengths", "levels", "n", "fpr", "seed", "key_id", "model",
+                  "steps", "tokens")
+MAX_PARTIAL_BYTES = 1 << 30  # a partial file is streamed line by line; this caps the whole file
+MAX_RECORD_BYTES = 4 << 20  # a record is a few KiB; a longer line is skipped unread
+MAX_AUDIT_FILE_BYTES = 1 << 20
+MAX_RESULTS_BYTES = 256 << 20
 
 
 def payload_bit_accuracy(result: DetectionResult, payload: bytes | None) -> float | None:
@@ -57,10 +98,10 @@ def payload_bit_accuracy(result: DetectionResult, payload: bytes | None) -> floa
         return None
     if result.bit_accuracy is not None:
         return float(result.bit_accuracy)
-    if not result.payload:
+    if not result.decoded_payload:
         return 0.5
     truth = np.unpackbits(np.frombuffer(payload, np.uint8))
-    got = np.unpackbits(np.frombuffer(bytes.fromhex(result.payload), np.uint8))
+    got = np.unpackbits(np.frombuffer(bytes.fromhex(result.decoded_payload), np.uint8))
     if got.size != truth.size:
         return 0.5
     return float(np.mean(got == truth))
@@ -133,18 +174,66 @@ def plan(targets: Sequence[AuditTarget], attacks: Sequence[Attack], strengths: S
     return cells
 
 
-def read_partial(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Finished cells by key; a last line cut off by an interrupted write is ignored."""
-    path = out_dir / PARTIAL_FILE
-    done: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+_NUMBER = (int, float)
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "cell_key": (str,), "modality": (str,), "scheme": (str,), "attack": (str,), "kind": (str,),
+    "strength": _NUMBER, "unit": (str,), "stronger": (str,), "n": (int,), "seed": (int,), "fpr": _NUMBER,
+    "key_id": (str,), "setup_id": (str,), "tpr": (*_NUMBER, type(None)), "forge_success": (*_NUMBER, type(None)),
+    "fpr_attacked": _NUMBER, "median_log10_p": _NUMBER, "bit_accuracy": (*_NUMBER, type(None)),
+    "quality": (dict, type(None)), "example": (str,), "seconds": _NUMBER,
+}
+
+
+def _is_record(row: Any) -> bool:
+    """A whole cell record as ``run_cell`` writes it, whose ``cell_key`` is the key of its own fields."""
+    if not isinstance(row, dict):
+        return False
+    for name, types in _RECORD_TYPES.items():
+        if name not in row:
+            return False
+        value = row[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            return False
+    if not all(isinstance(m, str) and isinstance(v, _NUMBER) and not isinstance(v, bool)
+               for m, v in (row["quality"] or {}).items()):
+        return False
+    example = row["example"]
+    if example in ("", ".", "..") or Path(example).name != example or "\\" in example:
+        return False  # a plain file name in the cell's examples folder, never a path out of it
+    spec = CellSpec(row["modality"], row["scheme"], row["attack"], row["strength"], row["n"], row["seed"],
+                    row["fpr"], row["key_id"], row["setup_id"])
+    return spec.key == row["cell_key"]
+
+
+def _bounded_lines(handle: Any, limit: int):
+    """The file's lines, each at most ``limit`` bytes; a longer line is skipped without holding it."""
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit:
+            while line and not line.endswith(b"\n"):
+                line = handle.readline(limit + 1)
             continue
-        done[record["cell_key"]] = record
+        yield line
+
+
+def read_partial(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Finished cells by key. The file is streamed (at most ``MAX_PARTIAL_BYTES``); a line that is
+    not a whole record (cut off by an interrupted write, another tool's JSON, nested too deep, of
+    the wrong types) is skipped. A partial file that is not a regular file is an ``InputError``."""
+    path = Path(out_dir) / PARTIAL_FILE
+    done: dict[str, dict[str, Any]] = {}
+    if not (path.exists() or path.is_symlink()):
+        return done
+    with open_regular_file(path, MAX_PARTIAL_BYTES, "partial results file") as handle:
+        for number, line in enumerate(_bounded_lines(handle, MAX_RECORD_BYTES), start=1):
+            try:
+                record = parse_json(line.decode("utf-8"), f"{path}:{number}")
+            except (InputError, UnicodeDecodeError):
+                continue
+            if _is_record(record):
+                done[record["cell_key"]] = record
     return done
 
 
@@ -158,6 +247,112 @@ def append_partial(out_dir: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+# -- the output folder ------------------------------------------------------------------
+def audit_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an audit's ``config`` that make it this audit (``SETTING_FIELDS``), as JSON
+    gives them back (so a recorded copy compares equal)."""
+    return json.loads(json.dumps({name: config.get(name) for name in SETTING_FIELDS}))
+
+
+def _recorded_settings(out: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The settings the audit in ``out`` recorded, or why they cannot be read; ``(None, None)`` if
+    it recorded none (no ``audit.json`` and no ``results.json``)."""
+    for name, cap, pick in ((AUDIT_FILE, MAX_AUDIT_FILE_BYTES, lambda v: v.get("settings")),
+                            ("results.json", MAX_RESULTS_BYTES, lambda v: v.get("config"))):
+        path = out / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        try:
+            value = read_json_file(path, cap, "audit file")
+        except InputError as exc:
+            return None, f"{name}: {exc.problem}"
+        recorded = pick(value) if isinstance(value, dict) else None
+        if not isinstance(recorded, dict) or not set(SETTING_FIELDS) <= set(recorded):
+            return None, f"{name} holds no audit settings"
+        return {field: recorded[field] for field in SETTING_FIELDS}, None
+    return None, None
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _has_results(out: Path) -> bool:
+    """Whether ``out`` holds anything an audit computed: a finished cell, an example or a result file."""
+    partial = out / PARTIAL_FILE
+    return (any((out / name).exists() or (out / name).is_symlink() for name in (*RESULT_FILES, EXAMPLES_DIR))
+            or partial.is_symlink() or (partial.exists() and (not partial.is_file() or partial.stat().st_size > 0)))
+
+
+def _foreign(out: Path) -> list[str]:
+    """Names in ``out`` that no audit writes (an atomic writer's leftover temporaries aside)."""
+    ours = {*AUDIT_OUTPUTS, KEY_FILE}
+    return sorted(p.name for p in out.iterdir()
+                  if p.name not in ours and not (p.name.startswith(".") and ".partial" in p.name))
+
+
+def check_audit_folder(out: str | os.PathLike, settings: dict[str, Any], force: bool = False) -> str:
+    """How an audit with ``settings`` may use ``out``: ``"new"``, ``"resume"`` or ``"replace"``
+    (``force`` over another audit or foreign files). Reads only; refusals are one-line ``InputError``s
+    naming ``out`` (the rule is in the module docstring)."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return "new"
+    if not out.is_dir():
+        raise InputError(out, "is a file, not a folder; choose another --out")
+    settings = audit_settings(settings)
+    audit_files = [name for name in AUDIT_OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+    if force:  # afresh, whatever the folder holds
+        return "replace" if audit_files else "new"
+    recorded, unreadable = _recorded_settings(out)
+    if recorded is not None:
+        differ = [f"{name} {_show(recorded[name])} there, {_show(settings[name])} now"
+                  for name in SETTING_FIELDS if recorded[name] != settings[name]]
+        if not differ:
+            return "resume"
+        if not _has_results(out):  # started, but not one cell finished: nothing to lose
+            return "replace"
+        raise InputError(out, f"holds an audit with other settings ({'; '.join(differ)}); pass --force to replace "
+                              "it, or choose another --out")
+    if unreadable is not None:
+        raise InputError(out, f"holds an audit whose settings cannot be read ({unreadable}); pass --force to replace "
+                              "it, or choose another --out")
+    if set(audit_files) - {PARTIAL_FILE, EXAMPLES_DIR}:  # a report without its results.json
+        raise InputError(out, f"holds audit files ({', '.join(audit_files)}) but no audit settings; pass --force to "
+                              "replace them, or choose another --out")
+    if audit_files:  # an audit interrupted before audit.json existed: resumed by cell key
+        return "resume"
+    foreign = _foreign(out)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise InputError(out, f"holds other files ({shown}) and no audit; pass --force to write the audit beside "
+                              "them, or choose another --out")
+    return "new"
+
+
+def start_audit_folder(out: str | os.PathLike, settings: dict[str, Any], how: str) -> Path:
+    """Make ``out`` ready for the audit ``check_audit_folder`` judged ``how``: for ``"replace"`` the
+    old audit's files go first (never ``key.json`` or foreign files); then the settings are
+    recorded in ``audit.json`` (atomically) unless a resumed audit already holds them."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if how == "replace":
+        for name in AUDIT_OUTPUTS:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    path = out / AUDIT_FILE
+    if how != "resume" or not path.exists():
+        from provenance import __version__
+
+        record = {"audit": 1, "version": __version__, "settings": audit_settings(settings)}
+        write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    return path
 
 
 def _rate(results: Sequence[DetectionResult], fpr: float) -> float:

@@ -332,9 +332,9 @@ class TextTarget:
         return {"similarity": float(np.mean(text_similarity(original, attacked)))}
 
     def save_example(self, item: str, path_stem: Path) -> str:
-        path = path_stem.with_suffix(".txt")
-        path.write_text(item, encoding="utf-8")
-        return path.name
+        from provenance.files import write_text_atomic
+
+        return write_text_atomic(path_stem.with_suffix(".txt"), item).name
 
 
 # -- video target -----------------------------------------------------------------------

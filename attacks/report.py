@@ -4,6 +4,9 @@ Why self-contained: a report is mailed, archived and opened offline, so every pl
 PNG) and example image is embedded as a base64 ``data:`` URI and nothing is fetched. The HTML is
 plain markup (no scripts). Plots put the mildest strength on the left, also for attacks whose
 strength falls as they get stronger (JPEG quality): those axes are inverted.
+
+Every file is built in memory and written atomically (``provenance.files.write_text_atomic``):
+a reader, or a crash mid-write, sees the old file or the new one, never half a report.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from attacks.audit import EXAMPLES_DIR, NO_ATTACK
+from provenance.files import write_text_atomic
 
 CSV_FIELDS = ("modality", "scheme", "attack", "kind", "strength", "unit", "n", "seed", "fpr", "key_id", "tpr",
               "forge_success", "fpr_attacked", "median_log10_p", "bit_accuracy", "example", "seconds")
@@ -39,15 +43,16 @@ def csv_rows(cells: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str,
 
 
 def write_results(cells: Sequence[dict[str, Any]], out_dir: Path, config: dict[str, Any]) -> tuple[Path, Path]:
-    """``results.json`` (config and cells) and ``results.csv`` (one row per cell)."""
+    """``results.json`` (config and cells) and ``results.csv`` (one row per cell), each written atomically."""
     json_path, csv_path = out_dir / "results.json", out_dir / "results.csv"
     public = [{k: v for k, v in c.items() if k != "cell_key"} for c in cells]
-    json_path.write_text(json.dumps({"config": config, "cells": public}, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(json_path, json.dumps({"config": config, "cells": public}, indent=2) + "\n")
     fields, rows = csv_rows(cells)
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(csv_path, buffer.getvalue())
     return json_path, csv_path
 
 
@@ -117,9 +122,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _example_html(cell: dict[str, Any], out_dir: Path) -> str:
-    """An embedded thumbnail for an image example, an excerpt for a text one."""
+    """An embedded thumbnail for an image example, an excerpt for a text one (a note if it is gone)."""
     path = out_dir / EXAMPLES_DIR / cell["modality"] / cell["scheme"] / cell["example"]
     caption = "original" if cell["attack"] == NO_ATTACK else f"{cell['attack']} {cell['strength']:g}"
+    if not path.is_file():
+        return (f"<div class=text><b>{html.escape(caption)}</b><pre>(example {html.escape(path.name)} missing)</pre>"
+                "</div>")
     if path.suffix == ".png":
         return (f'<figure><img src="{_png_uri(path.read_bytes())}" width="{THUMB_PX}" height="{THUMB_PX}" '
                 f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
@@ -189,11 +197,10 @@ def render_markdown(cells: Sequence[dict[str, Any]], config: dict[str, Any]) -> 
 
 
 def write_report(cells: Sequence[dict[str, Any]], out_dir: str | Path, config: dict[str, Any]) -> dict[str, Path]:
-    """``results.json``, ``results.csv``, ``report.html`` and ``summary.md``; returns their paths by name."""
+    """``results.json``, ``results.csv``, ``report.html`` and ``summary.md``, each written atomically;
+    returns their paths by name."""
     out = Path(out_dir)
     json_path, csv_path = write_results(cells, out, config)
-    html_path = out / "report.html"
-    html_path.write_text(render_html(cells, out, config), encoding="utf-8")
-    markdown_path = out / "summary.md"
-    markdown_path.write_text(render_markdown(cells, config), encoding="utf-8")
+    html_path = write_text_atomic(out / "report.html", render_html(cells, out, config))
+    markdown_path = write_text_atomic(out / "summary.md", render_markdown(cells, config))
     return {"json": json_path, "csv": csv_path, "html": html_path, "markdown": markdown_path}

@@ -23,13 +23,16 @@ import torch
 from click.testing import CliRunner
 
 from attacks import register
-from attacks.audit import PARTIAL_FILE, read_partial, run_audit
+from attacks.audit import (AUDIT_FILE, PARTIAL_FILE, RESULT_FILES, check_audit_folder, read_partial, run_audit,
+                           start_audit_folder)
 from attacks.audit_targets import Items, TextTarget, describe_setup
 from attacks.cli import attack, audit
 from attacks.quality import image_quality, psnr, ssim
 from attacks.report import write_report
 from cli import ProvenanceGroup
+from provenance import files
 from provenance.keys import WatermarkKey
+from provenance.readers import InputError
 
 SCRAMBLE, SPLICE, IMAGE_NOISE, IMAGE_BLEND, REVERSE = ("audit-test-scramble", "audit-test-splice", "audit-test-noise",
                                                        "audit-test-blend", "audit-test-reverse")
@@ -176,7 +179,7 @@ def test_fresh_key_is_private(tmp_path):
     (["--schemes", "kgw", "--attacks", SCRAMBLE, "--strengths", "2"], "outside attack"),
     (["--schemes", "kgw", "--attacks", SCRAMBLE, "--strengths", "1", "--levels", "3"], "not both"),
     (["--schemes", "kgw", "--attacks", IMAGE_NOISE], "is for image, not text"),
-    (["--schemes", "kgw", "--attacks", SCRAMBLE, "--strengths", "a,b"], "comma-separated numbers"),
+    (["--schemes", "kgw", "--attacks", SCRAMBLE, "--strengths", "a,b"], "comma-separated finite numbers"),
 ])
 def test_audit_cli_errors(tmp_path, args, message):
     out = tmp_path / "out"
@@ -375,3 +378,257 @@ def test_report_loads_in_headless_browser(text_audit, tmp_path):
     dom = subprocess.run([browser, *flags, page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     loaded, total = re.search(r'data-loaded="(\d+)/(\d+)"', dom).groups()
     assert int(total) >= 2 and loaded == total
+
+
+# -- one audit per output folder ------------------------------------------------------------
+STUB_ARGS = {"--modality": "image", "--schemes": "stub", "--attacks": IMAGE_NOISE, "--strengths": "0,10", "--n": "2",
+             "--seed": "0", "--fpr": "0.01"}
+
+
+@pytest.fixture
+def stub_cli(monkeypatch):
+    """``provenance audit`` on model-free image targets; ``events`` logs each target's model use
+    (``load``: its setup id, which loads the model; ``make``: items made)."""
+    events = []
+
+    class Stub(StubImages):
+        def __init__(self, scheme, key, model):
+            super().__init__()
+            self.scheme, self.key_id, self._model = scheme, key.key_id, model
+
+        @property
+        def setup_id(self):
+            events.append(("load", self.scheme))
+            return f"stub-{self._model}"
+
+        def make(self, n, seed):
+            events.append(("make", self.scheme))
+            return super().make(n, seed)
+
+    def make_targets(modality, schemes, key, *, model=None, steps=None, tokens=None):
+        return [Stub(s, key, model) for s in schemes]
+
+    monkeypatch.setattr("attacks.audit_targets.make_targets", make_targets)
+
+    def run(out, *flags, **changes):
+        options = {**STUB_ARGS, "--out": str(out), **{f"--{k}": v for k, v in changes.items()}}
+        args = [part for k, v in options.items() if v is not None for part in (k, v)]
+        return CliRunner().invoke(_group(), ["audit", *args, *flags])
+
+    return run, events
+
+
+def _snapshot(folder):
+    """Every path under ``folder`` with its bytes (None for a folder)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / PARTIAL_FILE).read_text().splitlines()]
+
+
+def test_rerun_with_same_settings_resumes(stub_cli, tmp_path):
+    run, events = stub_cli
+    out = tmp_path / "out"
+    first = run(out)
+    assert first.exit_code == 0, first.output
+    recorded = json.loads((out / AUDIT_FILE).read_text())["settings"]
+    assert recorded == {"modality": "image", "schemes": ["stub"], "attacks": [IMAGE_NOISE], "strengths": [0.0, 10.0],
+                        "levels": None, "n": 2, "fpr": 0.01, "seed": 0, "key_id": WatermarkKey.load(out / "key.json")
+                        .key_id, "model": "default", "steps": None, "tokens": None}
+    before = _snapshot(out)
+    events.clear()
+    again = run(out)
+    assert again.exit_code == 0, again.output
+    assert "reusing the finished cells" in again.output
+    assert ("make", "stub") not in events  # no cell recomputed
+    after = _snapshot(out)
+    for name in (AUDIT_FILE, PARTIAL_FILE, "key.json", "examples/image/stub/none.png"):
+        assert after[name] == before[name]
+    assert json.loads(after["results.json"])["cells"] == json.loads(before["results.json"])["cells"]  # seconds too
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"n": "3"}, "n"), ({"seed": "1"}, "seed"), ({"fpr": "0.05"}, "fpr"), ({"strengths": "0,20"}, "strengths"),
+    ({"strengths": None, "levels": "2"}, "levels"),
+    ({"attacks": f"{IMAGE_NOISE},{IMAGE_BLEND}", "strengths": "0,1"}, "attacks"),
+    ({"schemes": "stub,other"}, "schemes"), ({"model": "elsewhere"}, "model"), ({"steps": "3"}, "steps"),
+    ({"key": "OTHER"}, "key_id"),
+])
+def test_rerun_with_other_settings_is_refused(stub_cli, tmp_path, changes, field):
+    """Nothing in OUT changes, and no model loads, when the settings differ from the audit there."""
+    run, events = stub_cli
+    out = tmp_path / "out"
+    assert run(out).exit_code == 0
+    if changes.get("key") == "OTHER":
+        changes = {"key": str(WatermarkKey.from_seed(99).save(tmp_path / "other.json"))}
+    before = _snapshot(out)
+    events.clear()
+    result = run(out, **changes)
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1 and line.startswith(f"error: {out}: holds an audit with other settings (")
+    assert f"({field} " in line or f"; {field} " in line
+    assert "pass --force to replace it, or choose another --out" in line
+    assert events == [] and _snapshot(out) == before
+
+
+def test_force_starts_afresh(stub_cli, tmp_path):
+    run, events = stub_cli
+    out = tmp_path / "out"
+    assert run(out).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    key = (out / "key.json").read_bytes()
+    refused = run(out, n="3", strengths="5")
+    assert refused.exit_code == 2 and "--force" in refused.output
+    events.clear()
+    forced = run(out, "--force", n="3", strengths="5")
+    assert forced.exit_code == 0, forced.output
+    assert ("make", "stub") in events
+    assert json.loads((out / AUDIT_FILE).read_text())["settings"]["n"] == 3
+    cells = json.loads((out / "results.json").read_text())["cells"]
+    assert [(c["attack"], c["strength"], c["n"]) for c in cells] == [("none", 0.0, 3), (IMAGE_NOISE, 5.0, 3)]
+    assert [r["n"] for r in _records(out)] == [3, 3]  # the old partial results are gone
+    assert sorted(p.name for p in (out / "examples/image/stub").iterdir()) == sorted(["none.png",
+                                                                                   f"{IMAGE_NOISE}-5.png"])
+    assert (out / "key.json").read_bytes() == key and (out / "notes.txt").read_text() == "mine"
+    # --force also redoes an audit with the same settings
+    events.clear()
+    assert run(out, "--force", n="3", strengths="5").exit_code == 0
+    assert ("make", "stub") in events
+
+
+def test_out_folder_of_other_files(stub_cli, tmp_path):
+    run, events = stub_cli
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    before = _snapshot(out)
+    refused = run(out)
+    assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1
+    assert f"{out}: holds other files (notes.txt) and no audit; pass --force" in refused.output
+    assert _snapshot(out) == before and events == []  # no key written either
+    assert run(out, "--force").exit_code == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "report.html").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(empty).exit_code == 0
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for flags in ((), ("--force",)):
+        assert run(a_file, *flags).exit_code == 2 and a_file.read_text() == "x"
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check_audit_folder(a_file, {}, force=True)
+
+
+def test_unreadable_or_legacy_audit_settings(stub_cli, tmp_path):
+    """A broken audit.json is refused (``--force`` replaces it); an audit from before audit.json is
+    judged by its results.json."""
+    run, events = stub_cli
+    out = tmp_path / "out"
+    assert run(out).exit_code == 0
+    (out / AUDIT_FILE).write_text("[" * 100_000)
+    before = _snapshot(out)
+    broken = run(out)
+    assert broken.exit_code == 2 and "holds an audit whose settings cannot be read (audit.json: " in broken.output
+    assert _snapshot(out) == before
+    assert run(out, "--force").exit_code == 0
+    (out / AUDIT_FILE).unlink()  # as an older version left it
+    events.clear()
+    assert run(out, n="3").exit_code == 2
+    resumed = run(out)
+    assert resumed.exit_code == 0 and ("make", "stub") not in events
+    assert json.loads((out / AUDIT_FILE).read_text())["settings"]["n"] == 2
+    for name in (AUDIT_FILE, *RESULT_FILES):  # interrupted before it wrote results: resumed by cell key
+        (out / name).unlink()
+    events.clear()
+    assert run(out).exit_code == 0 and ("make", "stub") not in events
+
+
+def test_audit_without_finished_cells_is_replaced(stub_cli, tmp_path):
+    """An audit that started but finished no cell (a model that would not load, say) holds nothing to lose."""
+    run, _ = stub_cli
+    out = tmp_path / "out"
+    start_audit_folder(out, {"modality": "image", "n": 7}, "new")
+    (out / PARTIAL_FILE).write_text("")
+    assert run(out).exit_code == 0
+    assert json.loads((out / AUDIT_FILE).read_text())["settings"]["n"] == 2
+
+
+def test_corrupt_partial_lines_are_skipped(tmp_path):
+    """Lines that are not whole, well-typed records never crash the reader, and the good records are reused."""
+    run_audit([StubImages()], [IMAGE_NOISE], tmp_path, levels=2, n=2, progress=False)
+    lines = (tmp_path / PARTIAL_FILE).read_text().splitlines()
+    good = [json.loads(line) for line in lines]
+
+    def altered(record, **changes):
+        return json.dumps({**record, **changes})
+
+    missing = {k: v for k, v in good[0].items() if k != "example"}
+    bad = ["[]", '{"x": 1}', "null", '"text"', "[" * 200_000 + "]" * 200_000, '{"a": ' * 200_000,
+           "[" + " " * (5 << 20) + "]", lines[1][: len(lines[1]) // 2], json.dumps(missing),
+           altered(good[0], tpr="high"), altered(good[0], n=3),  # a key that disagrees with its fields
+           altered(good[0], n=True), altered(good[1], example="../../key.json"),
+           altered(good[1], quality={"psnr": "high"}), altered(good[2], tpr=float("nan"))]
+    data = b"\n".join([line.encode() for line in [lines[0], *bad[:6], lines[1], *bad[6:], lines[2]]]
+                      + [b"\xff\xfe not utf-8", b'{"cut off'])
+    (tmp_path / PARTIAL_FILE).write_bytes(data)
+    assert read_partial(tmp_path) == {r["cell_key"]: r for r in good}
+    stub = StubImages()
+    again = run_audit([stub], [IMAGE_NOISE], tmp_path, levels=2, n=2, progress=False)
+    assert stub.made == 0 and again == good
+    assert (tmp_path / PARTIAL_FILE).read_text().splitlines() == lines  # rewritten with the good records only
+    (tmp_path / PARTIAL_FILE).unlink()
+    (tmp_path / PARTIAL_FILE).mkdir()
+    with pytest.raises(InputError, match="is a folder"):
+        read_partial(tmp_path)
+
+
+def _disk_full(fd):
+    """Stands in for ``os.fsync`` on a full disk: the bytes are written, but never safely."""
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("name", RESULT_FILES)
+def test_report_files_are_written_atomically(tmp_path, monkeypatch, name):
+    """A write failing before it is safely on disk leaves that report file's old version whole."""
+    import attacks.report
+
+    cells = run_audit([StubImages()], [IMAGE_NOISE], tmp_path, levels=2, n=2, progress=False)
+    write_report(cells, tmp_path, {"command": "old"})
+    old = {n: (tmp_path / n).read_bytes() for n in RESULT_FILES}
+    written = []
+    real = attacks.report.write_text_atomic
+
+    def writer(path, text, *args):
+        written.append(path.name)
+        if path.name != name:
+            return real(path, text, *args)
+        with monkeypatch.context() as patch:
+            patch.setattr(files.os, "fsync", _disk_full)
+            return real(path, text, *args)
+
+    monkeypatch.setattr(attacks.report, "write_text_atomic", writer)
+    newer = [dict(c, seconds=c["seconds"] + 1.0) for c in cells]
+    with pytest.raises(OSError, match="No space left"):
+        write_report(newer, tmp_path, {"command": "new"})
+    assert written[-1] == name and (tmp_path / name).read_bytes() == old[name]
+    assert not [p.name for p in tmp_path.iterdir() if ".partial" in p.name]  # no temporary left behind
+    for done in written[:-1]:  # the files before it are replaced whole
+        assert (tmp_path / done).read_bytes() != old[done]
+    monkeypatch.setattr(attacks.report, "write_text_atomic", lambda path, text, *a: written.append(path.name)
+                        or real(path, text, *a))
+    written.clear()
+    write_report(newer, tmp_path, {"command": "new"})
+    assert sorted(written) == sorted(RESULT_FILES)  # every report file goes through the atomic writer
+
+
+def test_text_examples_are_written_atomically(tmp_path, monkeypatch):
+    target = TextTarget("kgw", WatermarkKey.from_seed(3), tokens=8)  # no model loads to save an example
+    name = target.save_example("the old example", tmp_path / "none")
+    assert name == "none.txt"
+    monkeypatch.setattr(files.os, "fsync", _disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        target.save_example("a new example that fails halfway", tmp_path / "none")
+    assert (tmp_path / "none.txt").read_text() == "the old example"
+    assert [p.name for p in tmp_path.iterdir()] == ["none.txt"]
