@@ -65,6 +65,45 @@ def test_detection_counts_each_distinct_word_once_and_rejects_empty_text():
             BlackBoxWatermark().detect(bad, key)
 
 
+class _NoModels:
+    """A proposer that fails if marking gets as far as asking it for anything."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the proposer was used ({name}) for a text that should be refused first")
+
+
+class _NoCandidates:
+    """A proposer that finds no accepted synonym for any word."""
+
+    def candidates(self, text, positions=None, k=5, accept=None):
+        return {}
+
+    def substitute(self, text, options, rounds=2):
+        return {}
+
+
+def test_watermark_refuses_text_it_cannot_mark():
+    """If detect() would refuse the marked text, or nothing was marked, watermark() refuses too (one line)."""
+    key = WatermarkKey.from_seed("bb-refuse")
+    for text in ("a a a a.", "12345 67890 2024.", "the of and 42", "It is in the 1990s, or so."):
+        with pytest.raises(ValueError, match="no word in the text is eligible") as refused:
+            BlackBoxWatermark(proposer=_NoModels()).watermark(text, key)
+        assert "\n" not in str(refused.value) and "nothing was marked" in str(refused.value)
+        with pytest.raises(ValueError):  # and the detector agrees: nothing to test
+            BlackBoxWatermark().detect(text, key)
+    pool = ("apple", "river", "window", "garden", "silver", "engine", "planet", "forest", "candle", "harbour")
+    zeros = [w for w in pool if word_bit(key, w) == 0]
+    ones = [w for w in pool if word_bit(key, w) == 1]
+    assert zeros and ones
+    with pytest.raises(ValueError, match=r"none with an accepted synonym candidate\); nothing was marked"):
+        BlackBoxWatermark(proposer=_NoCandidates()).watermark("the " + " and ".join(zeros + ones) + ".", key)
+    # every eligible word already carries bit 1: nothing to change, and the text reads as marked
+    already = "the " + " and ".join(ones) + "."
+    marked = BlackBoxWatermark(proposer=_NoCandidates()).watermark(already, key)
+    assert marked.text == already and marked.n_changed == 0
+    assert BlackBoxWatermark().detect(marked.text, key).details["n_ones"] == len(ones)
+
+
 def test_empirical_fpr_on_human_passages_is_at_most_nominal(human_passages):
     """600 human passages x 5 keys at fpr=0.01: the exact binomial null must hold (pure hashing, no model)."""
     scheme = BlackBoxWatermark()

@@ -231,6 +231,97 @@ def test_batch_detection_equals_single_detection(scheme) -> None:
         assert single.details == pytest.approx(result.details)
 
 
+# -- long texts: windows ------------------------------------------------------------------
+
+
+def test_short_texts_keep_the_previous_results() -> None:
+    """Texts within the window score as before windows existed: these p-values (x 201 resamples + 1)
+    and scores were computed by the implementation without windows."""
+    generator = torch.Generator().manual_seed(21)
+    texts = [torch.randint(0, 1000, (length,), generator=generator) for length in (60, 180)]
+    expected = {"exp": [(112, 28, -99.585205078125), (3, 16, -288.12432861328125)],
+                "its": [(69, 46, 12.735725402832031), (201, 121, 44.26211166381836)]}
+    for scheme in SCHEMES:
+        results = scheme.detect_batch(texts, KEY, vocab=1000, n_resamples=200, device="cpu")
+        for text, result, (count, plain_count, score) in zip(texts, results, expected[scheme.name]):
+            assert result.p_value == count / 201 and result.details["p_value_plain"] == plain_count / 201
+            assert result.score == pytest.approx(score, abs=1e-4)
+            assert result.details["windows"] == 1
+            assert result.details["tokens_total"] == result.details["tokens_scored"] == text.numel()
+            assert "window_p_values" not in result.details
+
+
+def test_window_layout() -> None:
+    scheme = EXP(window_tokens=100, max_windows=3)
+    assert scheme.windows(100) == [(0, 100)]
+    assert scheme.windows(101) == [(0, 50), (50, 101)]  # near-equal parts covering the whole text
+    assert scheme.windows(300) == [(0, 100), (100, 200), (200, 300)]
+    assert scheme.windows(1000) == [(0, 100), (450, 550), (900, 1000)]  # spread from start to end
+    assert EXP(window_tokens=100, max_windows=1).windows(250) == [(0, 100)]
+    for m in (101, 257, 300, 301, 999, 10**6):
+        spans = scheme.windows(m)
+        assert len(spans) == min(3, -(-m // 100)) and all(0 < hi - lo <= 100 for lo, hi in spans)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])) and spans[0][0] == 0 and spans[-1][1] == m
+    with pytest.raises(ValueError):
+        EXP(window_tokens=0)
+    with pytest.raises(ValueError):
+        EXP(max_windows=0)
+
+
+def _watermarked_tokens(scheme, vocab: int, count: int, shift: int, seed: int) -> torch.Tensor:
+    """``count`` tokens the scheme's sampler picks from random next-token distributions."""
+    tables = scheme.key_tables(KEY, vocab, "cpu")
+    logits = torch.randn(count, vocab, generator=torch.Generator().manual_seed(seed)) * 3.0
+    return scheme.choose(tables, logits, (shift + torch.arange(count)) % scheme.key_length)
+
+
+@pytest.mark.parametrize("cls", [EXP, ITS], ids=["exp", "its"])
+def test_long_text_is_tested_on_windows_with_a_bonferroni_p_value(cls) -> None:
+    vocab, scheme = 1000, cls(window_tokens=100, max_windows=3)
+    generator = torch.Generator().manual_seed(30)
+    marked = _watermarked_tokens(scheme, vocab, 100, shift=40, seed=31)
+    text = torch.randint(0, vocab, (1000,), generator=generator)  # windows start at 0, 450 and 900
+    text[450:550] = marked  # a watermarked passage inside unwatermarked text: the middle window
+    plain = torch.randint(0, vocab, (1000,), generator=generator)
+    found, null = scheme.detect_batch([text, plain], KEY, vocab=vocab, device="cpu")  # 100 resamples
+    for result in (found, null):
+        details = result.details
+        assert details["tokens_total"] == 1000 and details["tokens_scored"] == 300 and details["windows"] == 3
+        assert details["window_starts"] == [0, 450, 900] and details["window_lengths"] == [100, 100, 100]
+        assert details["n_resamples"] == 3 * 101 - 1  # so the text's smallest p-value stays 1/101
+        window_p = details["window_p_values"]
+        assert result.p_value == pytest.approx(min(1.0, 3 * min(window_p)))
+        assert result.p_value >= min(window_p) and window_p[details["best_window"]] == min(window_p)
+        assert result.detected == (result.p_value <= 0.01) == (result.score < result.threshold)
+    assert found.detected and found.p_value == pytest.approx(1 / 101) and found.details["best_window"] == 1
+    assert not null.detected and null.p_value > 0.01
+    # each window's p-value is the one the window gets as a text on its own
+    alone = scheme.detect(plain[450:550], KEY, vocab=vocab, n_resamples=302, device="cpu")
+    assert null.details["window_p_values"][1] == alone.p_value
+    # a text between one and max_windows windows is scored whole, in near-equal parts
+    partly = scheme.detect(text[:250], KEY, vocab=vocab, n_resamples=20, device="cpu")
+    assert partly.details["tokens_scored"] == 250 and partly.details["window_lengths"] == [83, 83, 84]
+    assert partly.details["n_resamples"] == 62
+
+
+def test_long_null_texts_keep_a_valid_p_value() -> None:
+    """Random long texts: the windowed p-values are super-uniform (Bonferroni), never below the floor."""
+    scheme, vocab, resamples = EXP(window_tokens=30, max_windows=3), 1000, 20
+    texts = [torch.randint(0, vocab, (200,), generator=torch.Generator().manual_seed(500 + s)) for s in range(60)]
+    results = scheme.detect_batch(texts, KEY, vocab=vocab, n_resamples=resamples, device="cpu")
+    p_values = np.array([r.p_value for r in results])
+    assert p_values.min() >= 1 / (resamples + 1) - 1e-12
+    for level in (0.1, 0.3, 0.5):  # P[p <= level] <= level under H0, with sampling slack
+        assert np.mean(p_values <= level) <= level + 3 * math.sqrt(level * (1 - level) / len(texts))
+
+
+def test_progress_bar_does_not_change_results() -> None:
+    text = torch.randint(0, 1000, (120,), generator=torch.Generator().manual_seed(9))
+    quiet = EXP().detect(text, KEY, vocab=1000, n_resamples=30, device="cpu")
+    shown = EXP().detect(text, KEY, vocab=1000, n_resamples=30, device="cpu", progress=True)
+    assert quiet.p_value == shown.p_value and quiet.details == shown.details
+
+
 # -- real generations with SmolLM2 -----------------------------------------------------
 # One generate call (decoding is memory-bound, so 12 rows cost little more than 4): rows
 # 0-3 EXP, 4-7 ITS (fixed shifts), 8-11 unwatermarked.

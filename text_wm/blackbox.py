@@ -64,6 +64,21 @@ class MarkedText:
         }
 
 
+def markable_words(text: str) -> list:
+    """The words of ``text`` the watermark may change; ``ValueError`` (one line) when there are none,
+    so a command can refuse such a text before any model loads."""
+    if not text.strip():
+        raise ValueError("cannot watermark empty text")
+    word_list = words(text)
+    eligible = [w for w in word_list if w.eligible]
+    if not eligible:
+        raise ValueError(
+            f"no word in the text is eligible for the black-box watermark ({len(word_list)} words, none "
+            "eligible: stop words, names, numbers, code and quotations are never marked); nothing was marked"
+        )
+    return eligible
+
+
 @dataclass
 class BlackBoxWatermark:
     """Configuration of the black-box synonym watermark; the key is passed to each call.
@@ -89,17 +104,30 @@ class BlackBoxWatermark:
 
     # -- marking ----------------------------------------------------------------------
     def watermark(self, text: str, key: WatermarkKey) -> MarkedText:
-        """Replace eligible bit-0 words by vetted bit-1 synonyms; report how much changed."""
-        if not text.strip():
-            raise ValueError("cannot watermark empty text")
-        proposer = self._proposer()
+        """Replace eligible bit-0 words by vetted bit-1 synonyms; report how much changed.
+
+        Raises ``ValueError`` (one line) rather than return a text that carries no mark:
+        when no word is eligible (:meth:`detect` would refuse the result), when bit-0 words
+        exist but none got an accepted bit-1 synonym (nothing was marked), or when the
+        marked text has no eligible word left. A text whose eligible words all carry bit 1
+        already is returned unchanged: it reads as marked.
+        """
         word_list = words(text)
-        zeros = [w.index for w in word_list if w.eligible and word_bit(key, w.text) == 0]
+        eligible = markable_words(text)  # checked before the proposer loads its models
+        proposer = self._proposer()
+        zeros = [w.index for w in eligible if word_bit(key, w.text) == 0]
         options = proposer.candidates(
             text, zeros, k=self.candidates, accept=lambda _original, candidate: word_bit(key, candidate) == 1
         )
         chosen = proposer.substitute(text, options, rounds=self.rounds)
+        if zeros and not chosen:
+            raise ValueError(
+                f"no word of the text could be marked ({len(eligible)} eligible words, {len(zeros)} of them to "
+                "change, none with an accepted synonym candidate); nothing was marked"
+            )
         marked = apply_replacements(text, chosen, word_list)
+        if not any(w.eligible for w in words(marked)):  # what detect() requires of the result
+            raise ValueError("the marked text has no eligible word left for detection; nothing was marked")
         return MarkedText(
             text=marked,
             n_words=len(word_list),

@@ -73,6 +73,7 @@ e.g. ``LogitsProcessorList([TemperatureLogitsWarper(0.7), scheme.processor(key, 
 from __future__ import annotations
 
 import secrets
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -82,6 +83,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from scipy import stats as sps
+from tqdm.auto import tqdm
 from transformers import LogitsProcessor
 
 from provenance.device import resolve_device
@@ -97,6 +99,11 @@ ITS_BLOCK = 256  # tokens per block of ITS's two-level inverse-CDF search
 
 NULL_DRAW_CHUNK = 128
 """Resampled keys drawn per call to the generator (fixed, so results never depend on batching)."""
+
+WINDOW_TOKENS = 2048
+"""Default longest text scored whole; longer texts are tested on windows (see ``_KeySequenceWatermark``)."""
+MAX_WINDOWS = 3
+"""Default most windows tested per text."""
 
 _CACHE_SIZE = 2
 _TABLE_CACHE: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
@@ -234,6 +241,7 @@ class _Prepared:
     rows: torch.Tensor  # (m,) each position's cost row: its token's first occurrence, or the neutral last row
     observed: torch.Tensor  # (U + 1, n) observed-key costs of the unique tokens and the neutral row
     generator: torch.Generator
+    resamples: int  # resampled keys for this unit (a whole text, or one window of a long text)
 
 
 @dataclass(frozen=True)
@@ -242,12 +250,47 @@ class _KeySequenceWatermark:
 
     ``gamma=None`` takes the method's measured default; ``device=None`` resolves with
     :func:`provenance.device.resolve_device` (``$PROVENANCE_DEVICE``, then cuda/mps/cpu).
+
+    Long texts (``window_tokens``, ``max_windows``): detection costs grow with the number
+    of tokens times the number of keys tested, and faster than linearly once a text has
+    thousands of distinct tokens, so a text is never scored whole beyond ``window_tokens``
+    tokens. The rule:
+
+    - ``m <= window_tokens`` tokens: the whole text is one window, scored exactly as
+      without this rule (same p-value, same details apart from the three keys below).
+    - otherwise the text is tested on ``k = min(max_windows, ceil(m / window_tokens))``
+      non-overlapping windows: if ``m <= k * window_tokens`` they cut the whole text into
+      ``k`` contiguous near-equal parts (every token scored); if it is longer, ``k`` windows
+      of ``window_tokens`` tokens are spread evenly from its start to its end (the first
+      window starts at token 0, the last ends at token m) and the tokens between them are
+      not scored. Spread rather than the first ``k``: a watermarked passage may sit
+      anywhere in a long document (pasted in, or appended to a human text), and evenly
+      spaced windows sample every region of it at the same cost.
+    - each window is detected as if it were a text on its own (its own null draws,
+      seeded by its tokens) with ``k * (T + 1) - 1`` resampled keys, ``T`` the requested
+      ``n_resamples``; the text's p-value is the Bonferroni-adjusted minimum
+      ``min(1, k * min_w p_w)``. Bonferroni holds under any dependence between the
+      windows, so the p-value stays valid however long the text is; the extra resamples
+      keep its smallest attainable value at ``1 / (T + 1)``, as for a short text
+      (otherwise ``k`` windows at 100 resamples could never go below ``k / 101``).
+      ``score``, ``threshold`` and the per-text statistics in ``details`` are those of the
+      window with the smallest p-value (its threshold at ``fpr / k``, so
+      ``detected`` iff ``score < threshold`` still holds); ``p_value_plain`` and
+      ``p_value_analytic`` are Bonferroni-adjusted the same way.
+
+    The work is therefore at most ``max_windows ** 2 * window_tokens * (T + 1)`` token-key
+    alignments whatever the text's length (the cost of the defaults is measured in
+    ``docs/text.md``). ``details`` records ``tokens_total``, ``tokens_scored``, ``windows``,
+    and for more than one window ``window_starts``, ``window_lengths``,
+    ``window_p_values`` and ``best_window``.
     """
 
     key_length: int = 256
     gamma: float | None = None
     n_resamples: int = 100
     device: str | None = None
+    window_tokens: int = WINDOW_TOKENS
+    max_windows: int = MAX_WINDOWS
 
     name: ClassVar[str]
     default_gamma: ClassVar[float]
@@ -263,6 +306,24 @@ class _KeySequenceWatermark:
             raise ValueError("gamma must be positive")
         if self.n_resamples < 1:
             raise ValueError("n_resamples must be positive")
+        if self.window_tokens < 1:
+            raise ValueError("window_tokens must be positive")
+        if self.max_windows < 1:
+            raise ValueError("max_windows must be positive")
+
+    def windows(self, n_tokens: int) -> list[tuple[int, int]]:
+        """The ``(start, end)`` token ranges scored for a text of ``n_tokens`` tokens (see the class docstring)."""
+        size, most = self.window_tokens, self.max_windows
+        if n_tokens <= size:
+            return [(0, n_tokens)]
+        k = min(most, -(-n_tokens // size))
+        if n_tokens <= k * size:  # cover the whole text with k near-equal parts
+            bounds = [i * n_tokens // k for i in range(k + 1)]
+            return list(zip(bounds[:-1], bounds[1:]))
+        if k == 1:
+            return [(0, size)]
+        starts = [i * (n_tokens - size) // (k - 1) for i in range(k)]
+        return [(start, start + size) for start in starts]
 
     @property
     def edit_gamma(self) -> float:
@@ -351,7 +412,7 @@ class _KeySequenceWatermark:
         """Test whether ``tokens`` (ids, or text with ``tokenizer``) carry this key's watermark.
 
         ``options`` are :meth:`detect_batch`'s (``vocab``, ``edit_robust``, ``n_resamples``,
-        ``fpr``, ``device``). The vocabulary size comes from ``vocab`` (an int or tokenizer),
+        ``fpr``, ``device``, ``progress``). The vocabulary size comes from ``vocab`` (an int or tokenizer),
         else ``tokenizer``. ``score`` is the edit-robust statistic (or the plain one with
         ``edit_robust=False``), lower = more watermarked; ``p_value`` is the permutation
         p-value against ``n_resamples`` fresh keys; ``detected = p_value <= fpr``;
@@ -372,10 +433,14 @@ class _KeySequenceWatermark:
         n_resamples: int | None = None,
         fpr: float = 0.01,
         device: str | torch.device | None = None,
+        progress: bool = False,
     ) -> list[DetectionResult]:
         """:meth:`detect` for many texts; observed and resampled keys of several texts share DP batches.
 
-        Each result equals what :meth:`detect` gives for that text alone.
+        Each result equals what :meth:`detect` gives for that text alone. Texts longer than
+        ``window_tokens`` are tested on windows (see the class docstring). ``progress=True``
+        shows a progress bar over the DP batches on stderr (only on a terminal, and only
+        once detection has run for a second).
         """
         fpr = float(fpr)
         if not 0.0 < fpr < 1.0:
@@ -390,26 +455,34 @@ class _KeySequenceWatermark:
         tables = self.key_tables(key, vocab_size, target)
         n, gamma = self.key_length, self.edit_gamma
 
-        prepared = []
-        for index, text in enumerate(texts):
+        # Units: a whole text, or one window of a long text, each tested as a text on its own.
+        prepared: list[_Prepared] = []
+        layouts: list[tuple[int, list[tuple[int, int]], list[int]]] = []  # (n_tokens, windows, unit indices)
+        for text in texts:
             ids = as_token_ids(text, tokenizer)
             if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
                 raise ValueError(f"token ids must lie in [0, {vocab_size})")
-            unique, inverse = torch.unique(ids, return_inverse=True)
-            generator, _ = key.generator(f"{self.name}-null", n, vocab_size, _tokens_bytes(ids))
-            observed = self._with_neutral_row(self._key_costs(tables, unique.to(target)))
-            rows = inverse if self.scores_repeats else torch.where(_first_occurrences(inverse), inverse, len(unique))
-            prepared.append(_Prepared(index, ids, rows.to(target), observed, generator))
+            spans = self.windows(ids.numel())
+            unit_resamples = len(spans) * (resamples + 1) - 1  # == resamples for one window
+            units = []
+            for lo, hi in spans:
+                units.append(len(prepared))
+                unit = self._prepare(ids[lo:hi], len(prepared), key, tables, vocab_size, target, unit_resamples)
+                prepared.append(unit)
+            layouts.append((ids.numel(), spans, units))
 
-        # Blocks of (text, key costs): the observed key first, then fixed-size null chunks.
+        # Blocks of (unit, key costs): the observed key first, then fixed-size null chunks.
+        def chunk_of(unit: _Prepared) -> int:
+            return max(1, min(NULL_DRAW_CHUNK, MAX_BATCH_ELEMENTS // (unit.observed.shape[0] * n)))
+
         def blocks():
-            for text in prepared:
-                yield text, text.observed[None]
-                n_unique = text.observed.shape[0] - (0 if self.scores_repeats else 1)
-                chunk = max(1, min(NULL_DRAW_CHUNK, MAX_BATCH_ELEMENTS // (text.observed.shape[0] * n)))
-                for start in range(0, resamples, chunk):
-                    count = min(chunk, resamples - start)
-                    yield text, self._with_neutral_row(self._null_costs(tables, text.generator, count, n_unique, target))
+            for unit in prepared:
+                yield unit, unit.observed[None]
+                n_unique = unit.observed.shape[0] - (0 if self.scores_repeats else 1)
+                chunk = chunk_of(unit)
+                for start in range(0, unit.resamples, chunk):
+                    count = min(chunk, unit.resamples - start)
+                    yield unit, self._with_neutral_row(self._null_costs(tables, unit.generator, count, n_unique, target))
 
         plain = [[] for _ in prepared]
         shifts = [[] for _ in prepared]
@@ -419,20 +492,20 @@ class _KeySequenceWatermark:
         def flush() -> None:
             if not pack:
                 return
-            m_max = max(text.tokens.numel() for text, _ in pack)
+            m_max = max(unit.tokens.numel() for unit, _ in pack)
             u_max = max(costs.shape[1] for _, costs in pack)
             pieces, row_maps, lengths, owners = [], [], [], []
-            for text, costs in pack:
-                count, n_unique, m = costs.shape[0], costs.shape[1], text.tokens.numel()
+            for unit, costs in pack:
+                count, n_unique, m = costs.shape[0], costs.shape[1], unit.tokens.numel()
                 if n_unique < u_max:
                     costs = torch.cat([costs, costs.new_zeros(count, u_max - n_unique, n)], dim=1)
-                row_map = text.rows
+                row_map = unit.rows
                 if m < m_max:
                     row_map = torch.cat([row_map, row_map.new_zeros(m_max - m)])
                 pieces.append(costs)
                 row_maps.append(row_map.expand(count, -1))
                 lengths.append(torch.full((count,), m, dtype=torch.long))
-                owners.append((text.index, count))
+                owners.append((unit.index, count))
             stats = alignment_statistics(
                 torch.cat(pieces),
                 gamma if edit_robust else None,
@@ -448,45 +521,74 @@ class _KeySequenceWatermark:
                 start += count
             pack.clear()
 
+        n_blocks = sum(1 + -(-unit.resamples // chunk_of(unit)) for unit in prepared)
+        bar = tqdm(total=n_blocks, desc=f"{self.name} detection", unit="block", file=sys.stderr,
+                   disable=None if progress else True, delay=1.0, leave=False)
         elements = 0
-        for text, costs in blocks():
-            size = costs.numel()
-            if pack and elements + size > MAX_BATCH_ELEMENTS:
-                flush()
-                elements = 0
-            pack.append((text, costs))
-            elements += size
-        flush()
+        try:
+            for unit, costs in blocks():
+                size = costs.numel()
+                if pack and elements + size > MAX_BATCH_ELEMENTS:
+                    done = len(pack)
+                    flush()
+                    bar.update(done)
+                    elements = 0
+                pack.append((unit, costs))
+                elements += size
+            flush()
+        finally:
+            bar.close()
 
-        results = []
-        for text in prepared:
-            m = text.tokens.numel()
-            n_scored = m if self.scores_repeats else text.observed.shape[0] - 1
-            plain_all = torch.cat(plain[text.index]).double().numpy()
+        def unit_result(unit: _Prepared, level: float) -> tuple[float, float, float, dict[str, Any]]:
+            """``(p_value, score, threshold at level, details)`` of one unit."""
+            m = unit.tokens.numel()
+            n_scored = m if self.scores_repeats else unit.observed.shape[0] - 1
+            plain_all = torch.cat(plain[unit.index]).double().numpy()
             plain_p = float(empirical_p_value(plain_all[0], plain_all[1:], larger_is_extreme=False))
             if edit_robust:
-                values = torch.cat(edit[text.index]).double().numpy()
+                values = torch.cat(edit[unit.index]).double().numpy()
                 p_value = float(empirical_p_value(values[0], values[1:], larger_is_extreme=False))
             else:
                 values, p_value = plain_all, plain_p
             observed, null = float(values[0]), values[1:]
             try:
-                threshold = threshold_for_fpr(null, fpr, larger_is_extreme=False)
-            except ValueError:  # too few resamples: no score can reach p <= fpr
+                threshold = threshold_for_fpr(null, level, larger_is_extreme=False)
+            except ValueError:  # too few resamples: no score can reach p <= level
                 threshold = float("-inf")
             details = {
                 "n_tokens": m,
                 "n_scored": n_scored,
                 "statistic": "edit" if edit_robust else "plain",
-                "n_resamples": resamples,
+                "n_resamples": unit.resamples,
                 "gamma": gamma if edit_robust else None,
                 "key_length": n,
                 "vocab_size": vocab_size,
                 "plain_statistic": float(plain_all[0]),
-                "best_shift": int(torch.cat(shifts[text.index])[0]),
+                "best_shift": int(torch.cat(shifts[unit.index])[0]),
                 "p_value_plain": plain_p,
                 "p_value_analytic": self._analytic_p_value(float(plain_all[0]), m, n_scored),
             }
+            return p_value, observed, threshold, details
+
+        results = []
+        for n_tokens, spans, units in layouts:
+            k = len(spans)
+            per_window = [unit_result(prepared[u], fpr / k) for u in units]
+            window_p = [r[0] for r in per_window]
+            best = int(np.argmin(window_p))
+            p_value, observed, threshold, details = per_window[best]
+            details["tokens_total"] = n_tokens
+            details["tokens_scored"] = sum(hi - lo for lo, hi in spans)
+            details["windows"] = k
+            if k > 1:
+                p_value = min(1.0, k * p_value)
+                details["p_value_plain"] = min(1.0, k * min(r[3]["p_value_plain"] for r in per_window))
+                analytic = [r[3]["p_value_analytic"] for r in per_window]
+                details["p_value_analytic"] = None if None in analytic else min(1.0, k * min(analytic))
+                details["window_starts"] = [lo for lo, _ in spans]
+                details["window_lengths"] = [hi - lo for lo, hi in spans]
+                details["window_p_values"] = window_p
+                details["best_window"] = best
             results.append(
                 DetectionResult(
                     detected=bool(p_value <= fpr),
@@ -500,6 +602,18 @@ class _KeySequenceWatermark:
                 )
             )
         return results
+
+    def _prepare(
+        self, ids: torch.Tensor, index: int, key: WatermarkKey, tables: dict[str, torch.Tensor], vocab_size: int,
+        target: torch.device, resamples: int,
+    ) -> _Prepared:
+        """One unit's unique tokens, row map, observed costs and null generator (seeded by its tokens)."""
+        n = self.key_length
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        generator, _ = key.generator(f"{self.name}-null", n, vocab_size, _tokens_bytes(ids))
+        observed = self._with_neutral_row(self._key_costs(tables, unique.to(target)))
+        rows = inverse if self.scores_repeats else torch.where(_first_occurrences(inverse), inverse, len(unique))
+        return _Prepared(index, ids, rows.to(target), observed, generator, resamples)
 
 
 @dataclass(frozen=True)
