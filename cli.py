@@ -11,46 +11,128 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
+from attacks.cli import attack, audit
+from image_wm.cli import image
+from image_wm.video.cli import video
 from provenance import __version__
+from provenance.cli_support import FiniteFloatRange, attempt, max_text_bytes_option, report
+from provenance.device import resolve_device
 from provenance.files import check_new_output, write_text_atomic
-from provenance.keys import KeyFileError, WatermarkKey
+from provenance.keys import MAX_LABEL_CHARS, WatermarkKey, label_is_valid
 from provenance.models import ModelNotFoundError, quiet_libraries
+from provenance.readers import InputError, is_jsonl, parse_payload_hex, read_text, read_text_inputs
+from text_wm.posthoc_cli import dataset, text_watermark
+from text_wm.zeroshot_cli import zeroshot
 
-EXPECTED_ERRORS = (ValueError, OSError, KeyFileError, ModelNotFoundError, LookupError)
+# Failures that mean "this input or option cannot be used" (exit 2); anything else is a defect (exit 1).
+EXPECTED_ERRORS = (ValueError, OSError, LookupError)
+DEBUG_VARIABLE = "PROVENANCE_DEBUG"
+MAX_THREADS = 1024
+LONG_DETECTION_SCHEMES = ("exp", "its")  # permutation tests long enough to show a progress bar
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like an interrupt, so partial outputs are removed."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(signal.Signals(signum).name)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _debugging() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
 
 class ProvenanceGroup(click.Group):
-    """A click group that turns expected failures into one-line errors with exit code 2."""
+    """The error boundary: whatever happens, the user sees at most one line ``error: ...``.
 
-    def invoke(self, ctx: click.Context):
+    Exit codes: 0 success; 2 bad input or usage (unreadable, malformed, out of range,
+    unsupported, too large, an existing output without ``--force``); 1 an internal error (one
+    line that says how to see the traceback: ``PROVENANCE_DEBUG=1``); 130 interrupted, 143
+    terminated. Library warnings are silenced unless ``PROVENANCE_DEBUG`` is set.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        code = self._run(args, prog_name, complete_var, **extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(self, args, prog_name, complete_var, **extra) -> int:
+        handlers = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
-        except EXPECTED_ERRORS as exc:
-            message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-            click.echo(f"error: {message}", err=True)
-            ctx.exit(2)
+            with warnings.catch_warnings():
+                if not _debugging():
+                    warnings.simplefilter("ignore")
+                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            return result if isinstance(result, int) and not isinstance(result, bool) else 0
+        except click.exceptions.Exit as exc:
+            return exc.exit_code
+        except click.ClickException as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) is not None else ""
+            return _fail(_one_line(exc.format_message()) + hint, 2)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            return _fail("interrupted", 130)
+        except Terminated as exc:
+            return _fail(f"terminated ({exc})", 143)
+        except Exception as exc:
+            if _debugging():
+                raise
+            if isinstance(exc, EXPECTED_ERRORS) and not isinstance(exc, KeyError):
+                return _fail(_one_line(str(exc)) or exc.__class__.__name__, 2)
+            return _fail(f"internal error ({exc.__class__.__name__}); run again with {DEBUG_VARIABLE}=1 for the "
+                         "traceback, and please report it", 1)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"error: {message}", err=True)
+    return code
 
 
 def _load_key(path: str) -> WatermarkKey:
     return WatermarkKey.load(path)
 
 
+def _check_environment() -> None:
+    """Environment variables are options too: parsed before anything else runs."""
+    threads = os.environ.get("PROVENANCE_THREADS")
+    if threads is not None:
+        try:
+            count = int(threads)
+        except ValueError:
+            count = 0
+        if not 1 <= count <= MAX_THREADS:
+            raise InputError("PROVENANCE_THREADS", f"must be a whole number from 1 to {MAX_THREADS}, got {threads[:40]!r}")
+        import torch
+
+        torch.set_num_threads(count)
+    device = os.environ.get("PROVENANCE_DEVICE")
+    if device is not None:
+        try:
+            resolve_device(device)
+        except ValueError as exc:
+            raise InputError("PROVENANCE_DEVICE", str(exc)) from None
+
+
 @click.group(cls=ProvenanceGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="provenance")
 def main() -> None:
     """Watermark and detect AI-generated content with calibrated p-values."""
-    threads = os.environ.get("PROVENANCE_THREADS")
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
+    _check_environment()
 
 
 # -- info -----------------------------------------------------------------------------
@@ -86,6 +168,9 @@ def keys() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing key file (the old key is lost).")
 def keys_new(out: str, label: str | None, force: bool) -> None:
     """Generate a new random key and write it to OUT."""
+    if not label_is_valid(label):
+        raise InputError("--label", f"at most {MAX_LABEL_CHARS} printable characters")
+    check_new_output(out, force)
     key = WatermarkKey.generate(label=label)
     key.save(out, overwrite=force)
     click.echo(f"wrote key {key.key_id} to {out}")
@@ -131,14 +216,22 @@ def _scheme_option(generation: bool = False):
 def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
     if (prompt is None) == (prompts_file is None):
         raise click.UsageError("give exactly one of --prompt or --prompts")
-    if prompt is not None:
-        prompts = [prompt]
-    else:
-        prompts = [line.strip() for line in Path(prompts_file).read_text(encoding="utf-8").splitlines()]
-        prompts = [p for p in prompts if p]
-    if not prompts or not all(p.strip() for p in prompts):
-        raise ValueError("no prompt given (empty prompt text)")
+    source = "--prompt" if prompt is not None else prompts_file
+    lines = [prompt] if prompt is not None else read_text(prompts_file).splitlines()
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise InputError(source, "no prompt given (empty prompt text)")
     return prompts
+
+
+def _payload_for(watermark, payload: str | None) -> str | None:
+    """The checked hex payload: required by multi-bit text schemes, refused by zero-bit ones."""
+    payload_bytes = getattr(watermark, "payload_bits", 0) // 8
+    parsed = parse_payload_hex(payload, payload_bytes, watermark.name)
+    if payload_bytes and parsed is None:
+        raise InputError("--payload", f"{watermark.name} embeds a {payload_bytes}-byte message: give it as "
+                                      f"{2 * payload_bytes} hex digits")
+    return None if parsed is None else parsed.hex()
 
 
 @text.command("generate")
@@ -149,10 +242,11 @@ def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
 @click.option("--prompt", default=None, help="One prompt.")
 @click.option("--prompts", "prompts_file", default=None, type=click.Path(dir_okay=False), help="File, one prompt a line.")
 @click.option("--max-new-tokens", default=200, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0.05, 5.0))
+@click.option("--temperature", default=1.0, show_default=True, type=FiniteFloatRange(0.05, 5.0))
 @click.option("--chat/--no-chat", default=True, show_default=True, help="Wrap prompts in the model's chat template.")
 @click.option("--seed", default=None, type=int, help="Sampling seed for reproducible output.")
-@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write JSON lines here instead of stdout.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Write the generation records here (.jsonl) instead of the texts to stdout.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @click.option("--compile", "compile_kernels", is_flag=True,
               help="Fuse the watermark's per-step work with torch.compile (KGW, MajorMark): 10-25 s once, then faster.")
@@ -168,9 +262,12 @@ def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_ne
     prompts = _read_prompts(prompt, prompts_file)
     out_path = Path(out) if out else None
     if out_path is not None:
+        if not is_jsonl(out_path):
+            raise InputError(out_path, "generation records are JSON lines: name the file .jsonl or .ndjson")
         check_new_output(out_path, force)
     watermark = get_scheme(scheme)
-    processor_kwargs = {"payload": payload} if payload is not None else {}
+    checked_payload = _payload_for(watermark, payload)
+    processor_kwargs = {"payload": checked_payload} if checked_payload is not None else {}
     if compile_kernels:
         processor_kwargs["compile"] = True
     lm, tokenizer = load_text_model(model)
@@ -188,64 +285,37 @@ def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_ne
             click.echo(record.text)
 
 
-def _read_text_inputs(files: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Each FILE is plain text, or JSON lines from `text generate --out` (one text per line)."""
-    inputs = []
-    for name in files:
-        content = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-        rows = [line for line in content.splitlines() if line.strip()]
-        try:
-            records = [json.loads(line) for line in rows]
-            if rows and all(isinstance(r, dict) and "text" in r for r in records):
-                inputs.extend((f"{name}:{i + 1}", r["text"]) for i, r in enumerate(records))
-                continue
-        except json.JSONDecodeError:
-            pass
-        if not content.strip():
-            raise ValueError(f"{name}: empty text")
-        inputs.append((name, content))
-    return inputs
-
-
 @text.command("detect")
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
 @_scheme_option()
 @click.option("--model", default=None, type=click.Path(), help="Local model whose tokenizer generated the text.")
-@click.option("--fpr", default=0.01, show_default=True, type=click.FloatRange(1e-12, 0.5, min_open=True))
+@click.option("--fpr", default=0.01, show_default=True, type=FiniteFloatRange(1e-12, 0.5, min_open=True))
+@max_text_bytes_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input.")
 @click.argument("files", nargs=-1, required=True)
-def text_detect(key_file, scheme, model, fpr, as_json, files):
-    """Test FILES (plain text, or JSON lines from `text generate`) for the watermark."""
+def text_detect(key_file, scheme, model, fpr, max_text_bytes, as_json, files):
+    """Test FILES (plain text; .jsonl/.ndjson files hold one record a line, as `text generate --out`
+    writes them) for the watermark. Every readable text gets a verdict, every unreadable one an
+    error line (exit 2)."""
     quiet_libraries()
     from provenance.models import load_tokenizer
     from text_wm.registry import get_scheme
 
     key = _load_key(key_file)
-    inputs = _read_text_inputs(files)
-    tokenizer = load_tokenizer(model)
     watermark = get_scheme(scheme)
-    for name, content in inputs:
-        result = watermark.detect(content, key, tokenizer, fpr=fpr)
-        if as_json:
-            click.echo(json.dumps({"input": name, **result.to_dict()}))
-        else:
-            click.echo(f"{name}: {result.summary()}")
+    inputs = read_text_inputs(files, max_text_bytes)
+    tokenizer = load_tokenizer(model) if any(i.error is None for i in inputs) else None
+    options = {"progress": True} if scheme in LONG_DETECTION_SCHEMES else {}
+    outcomes = [(i.name, i.error or attempt(i.name, lambda i=i: watermark.detect(i.text, key, tokenizer, fpr=fpr,
+                                                                                **options)))
+                for i in inputs]
+    report(outcomes, as_json, lambda name, result: f"{name}: {result.summary()}")
 
 
-def _register_modalities() -> None:
-    from attacks.cli import attack, audit
-    from image_wm.cli import image
-    from image_wm.video.cli import video
-    from text_wm.posthoc_cli import dataset, text_watermark
-    from text_wm.zeroshot_cli import zeroshot
-
-    for command in (image, video, audit, attack, dataset):
-        main.add_command(command)
-    for command in (text_watermark, zeroshot):
-        text.add_command(command)
-
-
-_register_modalities()
+for _command in (image, video, audit, attack, dataset):
+    main.add_command(_command)
+for _command in (text_watermark, zeroshot):
+    text.add_command(_command)
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ error with exit code 2. Arguments are checked before any model loads.
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 import click
 
 from provenance import __version__
+from provenance.cli_support import FiniteFloatRange
 from provenance.files import check_new_output, write_text_atomic
+from provenance.readers import InputError, read_text
 
 MODALITIES = ("image", "video", "text")
 KEY_FILE = "key.json"
@@ -28,16 +31,25 @@ def _split(value: str | None) -> list[str]:
 
 
 def _strengths(value: str | None) -> list[float] | None:
+    """``--strengths``: comma-separated finite numbers (at least one), or None when not given."""
     if value is None:
         return None
+    shown = value if len(value) <= 40 else value[:40] + "..."
     try:
-        return [float(part) for part in _split(value)]
+        parsed = [float(part) for part in _split(value)]
     except ValueError:
-        raise ValueError(f"--strengths must be comma-separated numbers, got {value!r}") from None
+        parsed = []
+    if not parsed or not all(math.isfinite(v) for v in parsed):
+        raise InputError("--strengths", f"must be comma-separated finite numbers, got {shown!r}")
+    return parsed
 
 
 def _audit_key(key_file: str | None, out: Path):
-    """The given key, else the out folder's own key; ``fresh`` says it is new and still to be saved."""
+    """The given key, else the out folder's own key; ``fresh`` says it is new and still to be saved.
+
+    The key is the audit's identity (its id is one of the audit's settings), so ``OUT/key.json``
+    is reused whenever no ``--key`` is given, also with ``--force``, and never removed or replaced.
+    """
     from provenance.keys import WatermarkKey
 
     if key_file is not None:
@@ -55,21 +67,30 @@ def _audit_key(key_file: str | None, out: Path):
 @click.option("--levels", default=None, type=click.IntRange(1, 50),
               help="Strengths per attack, evenly over its range (default 5); not with --strengths.")
 @click.option("--n", "n", default=100, show_default=True, type=click.IntRange(1, 100_000), help="Items per cell.")
-@click.option("--fpr", default=0.01, show_default=True, type=click.FloatRange(0, 0.5, min_open=True))
+@click.option("--fpr", default=0.01, show_default=True, type=FiniteFloatRange(0, 0.5, min_open=True))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--key", "key_file", default=None, type=click.Path(dir_okay=False),
-              help="Key file (default: a fresh key kept in OUT/key.json).")
+              help="Key file (default: OUT/key.json, made fresh if OUT has none).")
 @click.option("--model", default=None, type=click.Path(), help="Local model folder (diffusers or causal LM).")
 @click.option("--steps", default=None, type=click.IntRange(1, 1000),
               help="Image generation and DDIM inversion steps (default 25).")
 @click.option("--tokens", default=200, show_default=True, type=click.IntRange(8, 4096),
               help="New tokens per generated text.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse finished cells in OUT.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: new, empty, or holding this same audit (then resumed).")
+@click.option("--force", is_flag=True,
+              help="Start afresh: replace the audit in OUT (its results, report and examples; OUT/key.json is kept) "
+                   "or write beside other files in OUT.")
 def audit(modality, schemes, attack_names, strengths, levels, n, fpr, seed, key_file, model, steps, tokens, out,
-          resume):
-    """Run a scheme x attack x strength audit; writes results.json, results.csv and report.html to OUT."""
-    from attacks.audit import grid_strengths, resolve_attacks, run_audit
+          force):
+    """Run a scheme x attack x strength audit; writes results.json, results.csv, report.html and summary.md to OUT.
+
+    OUT records the audit's settings in audit.json. Run again with the same settings, the audit
+    resumes (finished cells are reused); with other settings it is refused unless --force, which
+    starts afresh. A folder of other files is refused unless --force.
+    """
+    from attacks.audit import (audit_settings, check_audit_folder, grid_strengths, resolve_attacks, run_audit,
+                               start_audit_folder)
     from attacks.audit_targets import make_targets
     from attacks.report import write_report
 
@@ -86,13 +107,6 @@ def audit(modality, schemes, attack_names, strengths, levels, n, fpr, seed, key_
         grid_strengths(chosen, values, levels)
     key, fresh = _audit_key(key_file, out_dir)
     targets = make_targets(modality, scheme_names, key, model=model, steps=steps, tokens=tokens)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if fresh:  # mode 0600; the secret is never printed
-        key.save(out_dir / KEY_FILE)
-        click.echo(f"new key {key.key_id} stored in {out_dir / KEY_FILE}", err=True)
-    t0 = time.perf_counter()
-    cells = run_audit(targets, names, out_dir, strengths=values, levels=levels, n=n, seed=seed, fpr=fpr,
-                      resume=resume)
     grid = f"--strengths {','.join(f'{v:g}' for v in values)}" if values else f"--levels {levels}"
     command = (f"provenance audit --modality {modality} --schemes {','.join(scheme_names)} --attacks {','.join(names)} "
                f"{grid} --n {n} --fpr {fpr:g} --seed {seed}" + (f" --model {model}" if model else "")
@@ -101,6 +115,18 @@ def audit(modality, schemes, attack_names, strengths, levels, n, fpr, seed, key_
               "attacks": names, "strengths": values, "levels": None if values else levels, "n": n, "fpr": fpr,
               "seed": seed, "key_id": key.key_id, "model": model or "default", "steps": steps,
               "tokens": tokens if modality == "text" else None}
+    # OUT is judged before any model loads and before anything in it is written (attacks.audit)
+    how = check_audit_folder(out_dir, audit_settings(config), force)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:  # mode 0600; the secret is never printed
+        key.save(out_dir / KEY_FILE)
+        click.echo(f"new key {key.key_id} stored in {out_dir / KEY_FILE}", err=True)
+    start_audit_folder(out_dir, audit_settings(config), how)
+    if how == "resume":
+        click.echo(f"reusing the finished cells of the audit in {out_dir}", err=True)
+    t0 = time.perf_counter()
+    cells = run_audit(targets, names, out_dir, strengths=values, levels=levels, n=n, seed=seed, fpr=fpr,
+                      resume=how == "resume")
     paths = write_report(cells, out_dir, config)
     click.echo(f"{len(cells)} cells in {time.perf_counter() - t0:.0f} s: "
                + ", ".join(str(p) for p in paths.values()))
@@ -139,11 +165,15 @@ def attack() -> None:
     """Apply one registered attack to one file."""
 
 
-def _attack_file(modality: str, name: str, strength: float | None, seed: int, out: str, force: bool,
-                 content: Any, save: Callable[[Any], None]) -> None:
-    """Check the attack and the output before the (possibly slow) attack runs, then save its result."""
+def _attack_file(modality: str, name: str, strength: float | None, seed: int, out: str, check_output: Callable[[], Any],
+                 load: Callable[[], tuple[Any, Callable[[Any], Any]]]) -> None:
+    """Check the attack, its strength and the output, then load the content (with the function
+    that saves an attacked copy), attack it and save: every argument is refused before the
+    (possibly slow) attack runs."""
     chosen = _single_file_attack(modality, name)
-    check_new_output(out, force)
+    chosen.check_strength(strength)
+    check_output()
+    content, save = load()
     save(chosen(content, strength, seed))
     click.echo(f"wrote {out}")
 
@@ -151,29 +181,30 @@ def _attack_file(modality: str, name: str, strength: float | None, seed: int, ou
 @attack.command("image")
 @_attack_options
 def attack_image(name, strength, seed, out, force, source):
-    """Attack an image file (PNG keeps the result lossless)."""
-    from image_wm.image_io import read_image, write_image
+    """Attack an image file; OUT's suffix picks the format (.png keeps the result lossless)."""
+    from image_wm.image_io import check_image_output, read_image, write_image
 
-    _attack_file("image", name, strength, seed, out, force, read_image(source), lambda image: write_image(out, image))
+    _attack_file("image", name, strength, seed, out, lambda: check_image_output(out, force),
+                 lambda: (read_image(source), lambda image: write_image(out, image)))
 
 
 @attack.command("video")
 @_attack_options
 def attack_video(name, strength, seed, out, force, source):
-    """Attack a video file (.mp4, .webm, .gif, ...) or frame folder; writes OUT by its suffix (keeps the frame rate)."""
-    from image_wm.video.video_io import read_video, write_video
+    """Attack a video file (.mp4, .webm, .gif, ...) or frame folder; writes OUT by its suffix (a path
+    without one is a folder of PNG frames, replaced whole with --force); keeps the frame rate."""
+    from image_wm.video.video_io import check_video_output, read_video, write_video
 
-    clip = read_video(source)
-    _attack_file("video", name, strength, seed, out, force, clip.frames,
-                 lambda frames: write_video(out, frames, clip.fps, overwrite=force))
+    def load():
+        clip = read_video(source)
+        return clip.frames, lambda frames: write_video(out, frames, clip.fps, overwrite=force)
+
+    _attack_file("video", name, strength, seed, out, lambda: check_video_output(out, force), load)
 
 
 @attack.command("text")
 @_attack_options
 def attack_text(name, strength, seed, out, force, source):
-    """Attack a UTF-8 text file."""
-    content = Path(source).read_text(encoding="utf-8")
-    if not content.strip():
-        raise ValueError(f"{source}: empty text")
-    _attack_file("text", name, strength, seed, out, force, content,
-                 lambda text: write_text_atomic(out, text))
+    """Attack a UTF-8 text file (``-`` reads standard input)."""
+    _attack_file("text", name, strength, seed, out, lambda: check_new_output(out, force),
+                 lambda: (read_text(source), lambda text: write_text_atomic(out, text)))

@@ -8,16 +8,20 @@ error before any model loads) and passes a ``detect`` callable; everything else 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import click
 
 from provenance.c2pa_link import (
-    SIGNING_ALGORITHMS, VERDICTS, ManifestSigner, check_formats, cross_check, read_credentials, sign_file,
-    soft_binding_alg, soft_binding_value, watermark_manifest,
+    MAX_PEM_BYTES, SIGNING_ALGORITHMS, VERDICTS, Credentials, ManifestSigner, check_formats, cross_check,
+    read_credentials, sign_file, soft_binding_alg, soft_binding_value, watermark_manifest,
 )
+from provenance.cli_support import Outcome, attempt, detect_outcomes, report
 from provenance.files import check_new_output
+from provenance.readers import read_limited_bytes
 from provenance.result import DetectionResult
 
 
@@ -60,27 +64,51 @@ def sign(source: str, destination: Path, signer: ManifestSigner, detect: Callabl
                            "p_value": result.p_value, "fpr": result.fpr}))
 
 
-def verify(paths: tuple[str, ...], trust_anchors: str | None,
-           detect: Callable[[], list[DetectionResult]] | None, as_json: bool) -> None:
-    """Print each file's Content Credentials and, given ``detect``, the verdict with its watermark."""
-    anchors = None if trust_anchors is None else Path(trust_anchors).read_bytes()
-    found = [read_credentials(path, anchors) for path in paths]
-    results = detect() if detect is not None else [None] * len(paths)
-    for name, credentials, result in zip(paths, found, results):
-        verdict = None if result is None else cross_check(credentials, result)
-        if as_json:
-            click.echo(json.dumps({"input": name, "verdict": verdict,
-                                   "credentials": credentials.to_dict() if credentials else None,
-                                   "watermark": result.to_dict() if result else None}))
-            continue
+@dataclass(frozen=True)
+class Verification:
+    """One file's Content Credentials and, when a key was given, its watermark and the joint verdict."""
+
+    credentials: Credentials | None
+    result: DetectionResult | None
+
+    @property
+    def verdict(self) -> str | None:
+        return None if self.result is None else cross_check(self.credentials, self.result)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "credentials": self.credentials.to_dict() if self.credentials else None,
+                "watermark": self.result.to_dict() if self.result else None}
+
+    def describe(self, name: str) -> str:
+        credentials = self.credentials
         manifest = "no Content Credentials" if credentials is None else (
             f"Content Credentials {credentials.state}, signed by {credentials.signer or '?'}")
         line = f"{name}: {manifest}"
-        if result is not None:
-            line += f"; watermark {result.summary()}; {verdict}: {VERDICTS[verdict]}"
-            if verdict == "watermark-only":
-                line += f" ({soft_binding_alg(result.scheme)} {soft_binding_value(result)})"
-        click.echo(line)
+        if self.result is not None:
+            line += f"; watermark {self.result.summary()}; {self.verdict}: {VERDICTS[self.verdict]}"
+            if self.verdict == "watermark-only":
+                line += f" ({soft_binding_alg(self.result.scheme)} {soft_binding_value(self.result)})"
+        return line
+
+
+def verify(read: list[Outcome], trust_anchors: str | None,
+           detector: Callable[[], Callable[[list[Any]], list[DetectionResult]]] | None, as_json: bool) -> None:
+    """Print each file's Content Credentials and, given ``detector``, the verdict with its watermark.
+
+    ``read`` holds each file's decoded content or its read error. A file that cannot be read gets
+    an error record; a file whose manifest is corrupt gets its ``manifest-invalid`` verdict; the
+    other files are verified either way.
+    """
+    anchors = None if trust_anchors is None else read_limited_bytes(trust_anchors, MAX_PEM_BYTES, "trust anchor file")
+    outcomes: list[Outcome] = []
+    for name, outcome in (detect_outcomes(read, detector) if detector is not None else read):
+        if isinstance(outcome, BaseException):
+            outcomes.append((name, outcome))
+            continue
+        result = outcome if detector is not None else None
+        outcomes.append((name, attempt(name, lambda name=name, result=result: Verification(
+            read_credentials(name, anchors), result))))
+    report(outcomes, as_json, lambda name, verification: verification.describe(name), Verification.to_dict)
 
 
 def verify_help(files: str, key_options: str) -> str:

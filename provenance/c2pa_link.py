@@ -33,6 +33,7 @@ from typing import Any
 
 from provenance import __version__
 from provenance.files import write_bytes_atomic
+from provenance.readers import read_limited_bytes
 from provenance.result import DetectionResult
 
 GENERATOR = "provenance-suite"
@@ -41,6 +42,8 @@ WATERMARK_LABEL = "org.provenance-suite.watermark"
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 MIME_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
               ".tif": "image/tiff", ".tiff": "image/tiff", ".mp4": "video/mp4"}
+MAX_PEM_BYTES = 1 << 20
+MAX_SIGNED_BYTES = 1 << 30  # the largest file signed or verified (read whole into memory)
 SIGNING_ALGORITHMS = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")
 
 
@@ -58,7 +61,7 @@ def mime_type(path: str | Path) -> str:
     """The media type C2PA needs, from the file name; ValueError for a format it cannot carry here."""
     suffix = Path(path).suffix.lower()
     if suffix not in MIME_TYPES:
-        raise ValueError(f"{Path(path).name}: Content Credentials support {', '.join(sorted(MIME_TYPES))} files")
+        raise ValueError(f"{path}: Content Credentials support {', '.join(sorted(MIME_TYPES))} files")
     return MIME_TYPES[suffix]
 
 
@@ -66,7 +69,7 @@ def check_formats(source: str | Path, destination: str | Path) -> str:
     """The media type of a signing's source, which its destination must share (the pixels are copied)."""
     kind = mime_type(source)
     if mime_type(destination) != kind:
-        raise ValueError(f"{Path(destination).name} must have the same format as {Path(source).name}")
+        raise ValueError(f"{destination}: must have the same format as {source}")
     return kind
 
 
@@ -107,11 +110,12 @@ class ManifestSigner:
 
     @classmethod
     def from_files(cls, certificate_chain: str | Path, private_key: str | Path, alg: str = "es256") -> "ManifestSigner":
-        chain, key = Path(certificate_chain).read_bytes(), Path(private_key).read_bytes()
+        chain = read_limited_bytes(certificate_chain, MAX_PEM_BYTES, "certificate file")
+        key = read_limited_bytes(private_key, MAX_PEM_BYTES, "private key file")
         if b"-----BEGIN CERTIFICATE-----" not in chain:
-            raise ValueError(f"{Path(certificate_chain).name} holds no PEM certificate")
+            raise ValueError(f"{certificate_chain}: holds no PEM certificate")
         if b"PRIVATE KEY-----" not in key:
-            raise ValueError(f"{Path(private_key).name} holds no PEM private key")
+            raise ValueError(f"{private_key}: holds no PEM private key")
         if alg.lower() not in SIGNING_ALGORITHMS:
             raise ValueError(f"unknown signing algorithm {alg!r} (one of {', '.join(SIGNING_ALGORITHMS)})")
         return cls(chain, key, alg.lower())
@@ -133,7 +137,8 @@ def sign_file(source: str | Path, destination: str | Path, manifest: dict[str, A
     signed = io.BytesIO()
     try:
         with c2pa.Builder(json.dumps(manifest), context) as builder:
-            builder.sign(signer.c2pa_signer(), kind, io.BytesIO(Path(source).read_bytes()), signed)
+            source_bytes = read_limited_bytes(source, MAX_SIGNED_BYTES, "file to sign")
+            builder.sign(signer.c2pa_signer(), kind, io.BytesIO(source_bytes), signed)
     except c2pa.C2paError as exc:
         raise ValueError(f"C2PA signing failed: {_first_line(exc)}") from None
     return write_bytes_atomic(destination, signed.getvalue())
@@ -175,14 +180,14 @@ def read_credentials(path: str | Path, trust_anchors: bytes | None = None) -> Cr
 
     kind = mime_type(path)
     settings = {"trust": {"trust_anchors": trust_anchors.decode()}, "verify": {"verify_trust": True}} if trust_anchors else {}
-    data = Path(path).read_bytes()
+    data = read_limited_bytes(path, MAX_SIGNED_BYTES, "file")
     try:
         with c2pa.Reader(kind, io.BytesIO(data), context=c2pa.Context(c2pa.Settings.from_dict(settings))) as reader:
             state, store = reader.get_validation_state(), json.loads(reader.json())
     except c2pa.C2paError.ManifestNotFound:
         return None
-    except c2pa.C2paError as exc:
-        raise ValueError(f"{Path(path).name}: unreadable Content Credentials: {_first_line(exc)}") from None
+    except c2pa.C2paError as exc:  # a manifest is there but cannot be parsed: it does not validate
+        return unreadable_credentials(_first_line(exc))
     manifest = store.get("manifests", {}).get(store.get("active_manifest"), {})
     assertions = {a.get("label"): a.get("data", {}) for a in manifest.get("assertions", [])}
     actions = [a for label in ("c2pa.actions.v2", "c2pa.actions") for a in assertions.get(label, {}).get("actions", [])]
@@ -199,6 +204,13 @@ def read_credentials(path: str | Path, trust_anchors: bytes | None = None) -> Cr
         watermark=assertions.get(WATERMARK_LABEL),
         problems=tuple(s.get("code", "") for s in store.get("validation_status", [])),
     )
+
+
+def unreadable_credentials(reason: str) -> Credentials:
+    """The credentials of a file whose manifest store is present but corrupt: ``Invalid``, with
+    the reader's complaint as the problem (a corrupt manifest is a failed validation, not a crash)."""
+    return Credentials(state="Invalid", signer=None, issuer=None, generator=None, source_types=(),
+                       soft_bindings=(), watermark=None, problems=(f"manifest.unreadable: {reason}",))
 
 
 VERDICTS = {

@@ -73,7 +73,7 @@ def test_text_detect_rejects_bad_input(tmp_path):
     unknown = run("text", "detect", "--key", str(key), "--scheme", "nope", str(empty))
     assert unknown.exit_code == 2
     missing = run("text", "detect", "--key", str(tmp_path / "nokey.json"), "--scheme", "kgw", str(empty))
-    assert missing.exit_code == 2 and "key file not found" in missing.output
+    assert missing.exit_code == 2 and "no such key file" in missing.output
 
 
 def test_text_detect_json_shape(tmp_path):
@@ -88,3 +88,55 @@ def test_text_detect_json_shape(tmp_path):
     row = json.loads(result.output)
     assert {"detected", "p_value", "score", "threshold", "payload", "bit_accuracy", "scheme", "key_id"} <= set(row)
     assert row["detected"] is False
+
+
+def test_an_internal_error_is_one_line_with_exit_1_and_the_traceback_on_request(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("a defect, not bad input")
+
+    monkeypatch.setattr(WatermarkKey, "load", broken)
+    result = CliRunner().invoke(cli.main, ["keys", "show", str(tmp_path / "k.json")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: internal error (KeyError); run again with PROVENANCE_DEBUG=1 for the traceback, and please report it"]
+    monkeypatch.setenv("PROVENANCE_DEBUG", "1")
+    debug = CliRunner().invoke(cli.main, ["keys", "show", str(tmp_path / "k.json")])
+    assert isinstance(debug.exception, KeyError)
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    for args in (["keys", "show"], ["keys", "show", "--nope", "x"], ["text", "detect", "x.txt"], ["frobnicate"]):
+        result = CliRunner().invoke(cli.main, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+        assert "Usage:" not in result.output
+
+
+def test_sigterm_while_writing_a_key_leaves_no_partial_file(tmp_path, monkeypatch):
+    import signal
+
+    real_fsync = os.fsync
+
+    def terminated_mid_write(fd):
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", terminated_mid_write)
+    before = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(cli.main, ["keys", "new", "--out", str(tmp_path / "k.json")])
+    assert result.exit_code == 143 and result.output.strip() == "error: terminated (SIGTERM)"
+    assert list(tmp_path.iterdir()) == []  # neither the key nor its temporary file
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+
+
+def test_a_payload_shown_only_for_a_detected_watermark_and_no_zero_p_value():
+    from provenance.result import P_VALUE_FLOOR, DetectionResult
+
+    undetected = DetectionResult(False, 0.97, 0.1, 3.0, 1e-6, "prc", "id", payload="beef")
+    assert undetected.payload is None and undetected.details["decoded_payload"] == "beef"
+    assert undetected.decoded_payload == "beef" and "payload=" not in undetected.summary()
+    assert json.loads(undetected.to_json())["payload"] is None
+    underflow = DetectionResult(True, 0.0, 40.0, 3.0, 1e-6, "seal", "id")
+    assert underflow.p_value == P_VALUE_FLOOR > 0 and underflow.details["p_value_below"] == P_VALUE_FLOOR
+    assert "p<2.23e-308" in underflow.summary()
+    assert DetectionResult.from_dict(underflow.to_dict()) == underflow

@@ -13,32 +13,9 @@ from pathlib import Path
 
 import click
 
+from provenance.cli_support import FiniteFloatRange
 from provenance.files import check_new_output, write_text_atomic
-
-
-def _read_text(name: str) -> str:
-    content = click.get_text_stream("stdin").read() if name == "-" else Path(name).read_text(encoding="utf-8")
-    if not content.strip():
-        raise ValueError(f"{name}: empty text")
-    return content
-
-
-def _read_documents(name: str) -> tuple[list[str], list[object]]:
-    """JSON lines, each a string or an object with a "text" field; returns texts and the raw rows."""
-    rows = []
-    for number, line in enumerate(Path(name).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{name}:{number}: not a JSON line") from None
-        if not (isinstance(row, str) or (isinstance(row, dict) and isinstance(row.get("text"), str))):
-            raise ValueError(f"{name}:{number}: expected a JSON string or an object with a \"text\" field")
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{name}: no documents")
-    return [r if isinstance(r, str) else r["text"] for r in rows], rows
+from provenance.readers import InputError, is_jsonl, read_documents, read_text
 
 
 @click.command("watermark")
@@ -52,14 +29,18 @@ def text_watermark(scheme, key_file, model, out, force, in_file):
     """Watermark existing text IN (from any source) by keyed synonym substitution."""
     from provenance.keys import WatermarkKey
     from provenance.models import load_text_model, quiet_libraries
-    from text_wm.blackbox import BlackBoxWatermark
+    from text_wm.blackbox import BlackBoxWatermark, markable_words
     from text_wm.synonyms import SynonymProposer
 
     quiet_libraries()
     key = WatermarkKey.load(key_file)
     out_path = Path(out)
     check_new_output(out_path, force)
-    text = _read_text(in_file)
+    text = read_text(in_file)
+    try:
+        markable_words(text)
+    except ValueError as exc:
+        raise InputError(in_file, str(exc)) from None
     lm, tokenizer = load_text_model(model)
     marked = BlackBoxWatermark(SynonymProposer(lm, tokenizer)).watermark(text, key)
     write_text_atomic(out_path, marked.text)
@@ -88,9 +69,10 @@ def dataset_mark(in_file, out, k, model, force):
     from text_wm.synonyms import SynonymProposer
 
     quiet_libraries()
-    out_path = Path(out)
-    check_new_output(out_path, force)
-    texts, rows = _read_documents(in_file)
+    out_path = check_new_output(out, force)
+    if not is_jsonl(out_path):
+        raise InputError(out_path, "marked documents are JSON lines: name the file .jsonl or .ndjson")
+    texts, rows = read_documents(in_file)
     lm, tokenizer = load_text_model(model)
     lexi = LexiMark(SynonymProposer(lm, tokenizer, fluency_margin=LEXIMARK_FLUENCY_MARGIN), k=k)
     marked = lexi.mark_dataset(texts)
@@ -108,8 +90,8 @@ def dataset_mark(in_file, out, k, model, force):
 @click.option("--model", default=None, type=click.Path(), help="The suspect model (local causal LM directory or .gguf).")
 @click.option("--suspect", required=True, type=click.Path(dir_okay=False), help="Marked documents that were published.")
 @click.option("--reference", required=True, type=click.Path(dir_okay=False), help="Marked documents kept back.")
-@click.option("--k-percent", default=20.0, show_default=True, type=click.FloatRange(0, 100, min_open=True))
-@click.option("--fpr", default=0.01, show_default=True, type=click.FloatRange(0, 0.5, min_open=True))
+@click.option("--k-percent", default=20.0, show_default=True, type=FiniteFloatRange(0, 100, min_open=True))
+@click.option("--fpr", default=0.01, show_default=True, type=FiniteFloatRange(0, 0.5, min_open=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def dataset_verify(model, suspect, reference, k_percent, fpr, as_json):
     """Test whether a model was trained on the suspect documents (Min-K%++, Mann-Whitney U)."""
@@ -117,8 +99,8 @@ def dataset_verify(model, suspect, reference, k_percent, fpr, as_json):
     from text_wm.leximark import verify
 
     quiet_libraries()
-    suspect_docs, _ = _read_documents(suspect)
-    reference_docs, _ = _read_documents(reference)
+    suspect_docs, _ = read_documents(suspect)
+    reference_docs, _ = read_documents(reference)
     lm, tokenizer = load_text_model(model)
     result = verify(lm, tokenizer, suspect_docs, reference_docs, k_percent=k_percent, fpr=fpr)
     click.echo(json.dumps(result.to_dict()) if as_json else result.summary())

@@ -16,31 +16,35 @@ from pathlib import Path
 
 import click
 
+from provenance.cli_support import FiniteFloatRange, max_text_bytes_option, report, score_all
 from provenance.files import check_new_output, write_text_atomic
+from provenance.readers import read_documents, read_text_inputs
 
 
 @click.command("zeroshot")
 @click.option("--model", default=None, type=click.Path(), help="Local causal LM to test against (default SmolLM2-135M).")
-@click.option("--fpr", default=0.01, show_default=True, type=click.FloatRange(1e-12, 0.5, min_open=True))
+@click.option("--fpr", default=0.01, show_default=True, type=FiniteFloatRange(1e-12, 0.5, min_open=True))
+@max_text_bytes_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input.")
 @click.argument("files", nargs=-1, required=True)
-def zeroshot(model, fpr, as_json, files):
-    """Test whether the model itself plausibly wrote FILES (no watermark, no key)."""
-    from cli import _read_text_inputs
+def zeroshot(model, fpr, max_text_bytes, as_json, files):
+    """Test whether the model itself plausibly wrote FILES (plain text, or .jsonl records; no
+    watermark, no key). Unreadable inputs get an error line and no verdict (exit 2)."""
     from provenance.models import load_text_model, quiet_libraries
     from text_wm.zeroshot import ZeroShotDetector
 
     quiet_libraries()
-    inputs = _read_text_inputs(files)
-    detector = ZeroShotDetector(*load_text_model(model))
-    results = detector.detect([content for _, content in inputs], fpr=fpr)
-    for (name, _), result in zip(inputs, results):
-        if as_json:
-            click.echo(json.dumps({"input": name, **result.to_dict()}))
-        else:
-            verdict = "MODEL-GENERATED" if result.detected else "not detected"
-            click.echo(f"{name}: {verdict}  p={result.p_value:.3g}  score={result.score:.3f}  "
-                       f"calibration={result.details['calibration']}")
+    inputs = read_text_inputs(files, max_text_bytes)
+    readable = [(i.name, i.text) for i in inputs if i.error is None]
+    detector = ZeroShotDetector(*load_text_model(model)) if readable else None
+    scored = iter(score_all(readable, lambda texts: detector.detect(texts, fpr=fpr)))
+
+    def describe(name: str, result) -> str:
+        verdict = "MODEL-GENERATED" if result.detected else "not detected"
+        return (f"{name}: {verdict}  p={result.p_value:.3g}  score={result.score:.3f}  "
+                f"calibration={result.details['calibration']}")
+
+    report([(i.name, i.error or next(scored)) for i in inputs], as_json, describe)
 
 
 @click.command("calibrate")
@@ -55,7 +59,7 @@ def zeroshot_calibrate(model, out, force, passages):
 
     quiet_libraries()
     out_path = check_new_output(out, force)
-    texts = [json.loads(line) for line in Path(passages).read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts, _ = read_documents(passages)
     lm, tokenizer = load_text_model(model)
     null = calibrate_null(lm, tokenizer, texts, model_name=default_text_model().name if model is None else Path(model).name,
                           source=Path(passages).name)

@@ -8,12 +8,16 @@ given for a video model) into a one-line error with exit code 2.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 
 import click
 
-from image_wm.cli import fpr_option, steps_option
+from image_wm.cli import fpr_option, max_pixels_option, steps_option
+from image_wm.video.video_io import MAX_VIDEO_FRAMES, check_video_output, read_video
 from provenance import c2pa_cli
-from provenance.files import check_new_output
+from provenance.cli_support import FiniteFloatRange, attempt, detect_outcomes, report
+from provenance.readers import InputError
+from provenance.result import DetectionResult
 
 
 def _load_pipeline(model: str | None, key_file: str):
@@ -27,16 +31,24 @@ def _load_pipeline(model: str | None, key_file: str):
     return WatermarkedVideoPipeline(load_text_to_video(path=model), key, model_name=model or "reference")
 
 
-def _detect(clips: list, key_file: str, model: str | None, steps: int, start: int | None, fpr: float) -> list:
-    """VideoMark results for clips already read (bad input is refused before the model loads)."""
+def _detector(key_file: str, model: str | None, steps: int, start: int | None,
+              fpr: float) -> Callable[[list], list[DetectionResult]]:
+    """VideoMark detection for clips already read (bad input is refused before the model loads)."""
     pipeline = _load_pipeline(model, key_file)
-    return [pipeline.detect(clip, fpr=fpr, inversion_steps=steps, start=start) for clip in clips]
+    return lambda clips: [pipeline.detect(clip, fpr=fpr, inversion_steps=steps, start=start) for clip in clips]
+
+
+def _read_clips(paths: Sequence[str], max_frames: int, max_pixels: int) -> list[tuple[str, object]]:
+    return [(path, attempt(path, lambda path=path: read_video(path, max_frames=max_frames, max_pixels=max_pixels).frames))
+            for path in paths]
 
 
 _model_option = click.option("--model", default=None, type=click.Path(file_okay=False),
                              help="Local diffusers text-to-video folder.")
 _start_option = click.option("--start", default=None, type=click.IntRange(0),
                              help="Start offset from the generation record, if known.")
+_max_frames_option = click.option("--max-frames", default=MAX_VIDEO_FRAMES, show_default=True,
+                                  type=click.IntRange(1, 10**7), help="Refuse videos with more frames than this.")
 
 
 @click.group()
@@ -48,12 +60,14 @@ def video() -> None:
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
 @click.option("--prompt", required=True, help="Text prompt.")
 @click.option("--frames", default=16, show_default=True, type=click.IntRange(1, 500), help="Frames to generate.")
-@click.option("--fps", default=8.0, show_default=True, type=click.FloatRange(0.1, 240), help="Frame rate of the file.")
+@click.option("--fps", default=8.0, show_default=True, type=FiniteFloatRange(0.1, 240), help="Frame rate of the file.")
 @click.option("--model", default=None, type=click.Path(file_okay=False), help="Local diffusers text-to-video folder.")
 @click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--guidance", default=None, type=float, help="Classifier-free guidance (default: the reference's 2.0).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--out", required=True, type=click.Path(), help="Video file (.mp4, .webm, .gif, ...) or a folder for PNG frames.")
+@click.option("--guidance", default=None, type=FiniteFloatRange(0, 100),
+              help="Classifier-free guidance (default: the reference's 2.0).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
+@click.option("--out", required=True, type=click.Path(),
+              help="Video file (.mp4, .webm, .gif, .mkv, .mov) or a path without suffix for a folder of PNG frames.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def video_generate(key_file, prompt, frames, fps, model, steps, guidance, seed, out, force):
     """Generate one watermarked clip; prints its generation record (with the start offset) as JSON."""
@@ -61,8 +75,8 @@ def video_generate(key_file, prompt, frames, fps, model, steps, guidance, seed, 
     from image_wm.video.video_io import write_video
 
     if not prompt.strip():
-        raise ValueError("empty prompt")
-    out_path = check_new_output(out, force)
+        raise InputError("--prompt", "empty prompt")
+    out_path = check_video_output(out, force)
     pipeline = _load_pipeline(model, key_file)
     result = pipeline(prompt, num_frames=frames, seed=seed, num_inference_steps=steps,
                       guidance_scale=DEFAULT_GUIDANCE if guidance is None else guidance)
@@ -76,19 +90,20 @@ def video_generate(key_file, prompt, frames, fps, model, steps, guidance, seed, 
 @steps_option
 @_start_option
 @fpr_option
+@_max_frames_option
+@max_pixels_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video, with the per-frame alignment.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
-def video_detect(key_file, model, steps, start, fpr, as_json, videos):
-    """Test VIDEOS (files or frame folders) for the watermark and recover their frame order."""
-    from image_wm.video.video_io import read_video
+def video_detect(key_file, model, steps, start, fpr, max_frames, max_pixels, as_json, videos):
+    """Test VIDEOS (files or frame folders) for the watermark and recover their frame order. Every
+    readable video gets a verdict; an unreadable one gets an error line and no verdict (exit 2)."""
+    def describe(name: str, result: DetectionResult) -> str:
+        return (f"{name}: {result.summary()}  frames decoded {result.details['frames_decoded']}/"
+                f"{result.details['frames']}, order {result.details['frame_order']}")
 
-    clips = [read_video(path).frames for path in videos]  # fail on bad input before loading models
-    for name, result in zip(videos, _detect(clips, key_file, model, steps, start, fpr)):
-        if as_json:
-            click.echo(json.dumps({"input": name, **result.to_dict()}))
-        else:
-            click.echo(f"{name}: {result.summary()}  frames decoded {result.details['frames_decoded']}/"
-                       f"{result.details['frames']}, order {result.details['frame_order']}")
+    outcomes = detect_outcomes(_read_clips(videos, max_frames, max_pixels),
+                               lambda: _detector(key_file, model, steps, start, fpr))
+    report(outcomes, as_json, describe)
 
 
 @video.command("sign")
@@ -98,17 +113,18 @@ def video_detect(key_file, model, steps, start, fpr, as_json, videos):
 @steps_option
 @_start_option
 @fpr_option
+@_max_frames_option
+@max_pixels_option
 @click.argument("video_file", type=click.Path(dir_okay=False))
-def video_sign(key_file, chain_file, private_key_file, alg, model, steps, start, fpr, out, force, video_file):
+def video_sign(key_file, chain_file, private_key_file, alg, model, steps, start, fpr, max_frames, max_pixels, out,
+               force, video_file):
     """Write a copy of the MP4 VIDEO_FILE with signed Content Credentials (C2PA) that name its watermark.
 
     The watermark is detected first, and the command refuses (exit 2) when it is not found at
     --fpr. The frames are not changed."""
-    from image_wm.video.video_io import read_video
-
     out_path, signer = c2pa_cli.prepare_signing(video_file, out, force, chain_file, private_key_file, alg)
-    clip = read_video(video_file).frames
-    c2pa_cli.sign(video_file, out_path, signer, lambda: _detect([clip], key_file, model, steps, start, fpr)[0])
+    clip = read_video(video_file, max_frames=max_frames, max_pixels=max_pixels).frames
+    c2pa_cli.sign(video_file, out_path, signer, lambda: _detector(key_file, model, steps, start, fpr)([clip])[0])
 
 
 @video.command("verify", help=c2pa_cli.verify_help("VIDEOS", "--key"))
@@ -119,11 +135,10 @@ def video_sign(key_file, chain_file, private_key_file, alg, model, steps, start,
 @steps_option
 @_start_option
 @fpr_option
+@_max_frames_option
+@max_pixels_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def video_verify(key_file, trust_anchors, model, steps, start, fpr, as_json, videos):
-    from image_wm.video.video_io import read_video
-
-    clips = [read_video(path).frames for path in videos]
-    detect = (lambda: _detect(clips, key_file, model, steps, start, fpr)) if key_file else None
-    c2pa_cli.verify(videos, trust_anchors, detect, as_json)
+def video_verify(key_file, trust_anchors, model, steps, start, fpr, max_frames, max_pixels, as_json, videos):
+    detect = (lambda: _detector(key_file, model, steps, start, fpr)) if key_file else None
+    c2pa_cli.verify(_read_clips(videos, max_frames, max_pixels), trust_anchors, detect, as_json)
