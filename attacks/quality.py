@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from provenance.embeddings import sentence_embeddings
+
 MAX_PSNR = 100.0  # dB given to identical images, so means stay finite
 
 
@@ -53,7 +55,5 @@ def image_quality(original: np.ndarray, attacked: np.ndarray) -> dict[str, float
 
 def text_similarity(original: Sequence[str], attacked: Sequence[str]) -> np.ndarray:
     """Cosine similarity of MiniLM sentence embeddings, one value per pair (1 = same meaning)."""
-    from image_wm.semantics import sentence_embeddings
-
     a, b = sentence_embeddings(list(original)), sentence_embeddings(list(attacked))
     return (a * b).sum(dim=-1).numpy()

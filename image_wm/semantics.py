@@ -4,10 +4,9 @@ Why here and not in the scheme: a scheme never loads models (``image_wm.schemes.
 the pipeline captions the image, embeds the caption with this module and hands the unit
 vectors to ``SEAL.initial_latents`` / ``SEAL.detect``.
 
-The embedding is the sentence-transformers recipe for all-MiniLM-L6-v2: the encoder's last
-token states, mean-pooled over the attention mask, L2-normalised. The paper fine-tunes a
-paraphrase-mpnet encoder on (caption before, caption after regeneration) pairs; we use the
-stock local MiniLM (``provenance.models.load_embedder``, no network), so caption
+The embedding is the core's (``provenance.embeddings``: all-MiniLM-L6-v2, mean-pooled,
+L2-normalised). The paper fine-tunes a paraphrase-mpnet encoder on (caption before, caption
+after regeneration) pairs; we use the stock local MiniLM (no network), so caption
 instability is absorbed by caption variants at detection instead (``CaptionEmbedder``).
 On the reference model that is not enough: its generated images' captions change with the noise
 (0 of 72 SEAL images kept their keyed caption) and the top 3 variants rarely contain the keyed
@@ -17,11 +16,12 @@ one, which is why the pipeline keeps each image's best-matching keying (figures 
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+
+from provenance.embeddings import default_embedder, sentence_embeddings
 
 __all__ = ["sentence_embeddings", "CaptionEmbedder", "VariantCaptioner"]
 
@@ -30,28 +30,6 @@ class VariantCaptioner(Protocol):
     """Anything that gives ``n`` captions per image, the first the plain caption."""
 
     def caption_variants(self, images: np.ndarray, n: int) -> list[list[str]]: ...
-
-
-@lru_cache(maxsize=4)
-def _default_embedder(device: str | None = None) -> tuple[Any, Any]:
-    """The local MiniLM, loaded once per device (``None``: the default device)."""
-    from provenance.models import load_embedder
-
-    return load_embedder(device=device)
-
-
-@torch.no_grad()
-def sentence_embeddings(captions: list[str], embedder: tuple[Any, Any] | None = None) -> torch.Tensor:
-    """Unit-norm sentence embeddings ``(N, d)`` (float32, CPU); ``embedder`` = ``(model, tokenizer)``."""
-    model, tokenizer = embedder if embedder is not None else _default_embedder(None)
-    if not captions:
-        return torch.empty(0, model.config.hidden_size)
-    device = next(model.parameters()).device
-    batch = tokenizer(list(captions), padding=True, truncation=True, return_tensors="pt").to(device)
-    states = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
-    pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)
-    return torch.nn.functional.normalize(pooled, dim=-1).float().cpu()
 
 
 class CaptionEmbedder:
@@ -75,7 +53,7 @@ class CaptionEmbedder:
     @property
     def embedder(self) -> tuple[Any, Any]:
         if self._embedder is None:
-            self._embedder = _default_embedder(None if self.device is None else str(self.device))
+            self._embedder = default_embedder(None if self.device is None else str(self.device))
         return self._embedder
 
     def captions(self, images: np.ndarray, variants: int = 1) -> list[list[str]]:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from image_wm import edits
 from image_wm.denoiser import family
 from image_wm.inversion import ddim_scheduler
 from provenance.files import write_text_atomic
@@ -48,6 +49,8 @@ PROBE_EDITS: tuple[tuple[str, float], ...] = (
     *(("rotation", degrees) for degrees in (2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0, 30.0, 45.0)),
     *(("erase", area) for area in (0.05, 0.1, 0.15, 0.25)),
 )
+# the audit's ``rotation`` and ``erase`` attacks are these same functions (``attacks.image``)
+PROBE_EDIT_FUNCTIONS = {"rotation": edits.rotate, "erase": edits.erase}
 PROBE_CHUNK = 32  # images inverted per batch (bounds GPU memory on large pipelines)
 SHIPPED = Path(__file__).parent / "reference" / "weights" / "tree_ring"
 FORMAT = "provenance-tree-ring-nuisance/1"
@@ -55,11 +58,10 @@ FORMAT = "provenance-tree-ring-nuisance/1"
 
 def probe_ring_statistics(pipeline: Any, scheme: Any) -> np.ndarray:
     """``(len(PROBE_EDITS) * PROBE_SCENES, K)`` ring statistics of the edited probe scenes."""
-    from attacks.registry import get  # the probe edits are the audit's own distortions
     from image_wm.reference import scenes
 
     images = pipeline.native_size(scenes.generate(PROBE_SCENES, PROBE_SEED)[0])
-    edited = np.concatenate([np.asarray(get(name)(images, strength, PROBE_SEED)) for name, strength in PROBE_EDITS])
+    edited = np.concatenate([PROBE_EDIT_FUNCTIONS[name](images, strength, PROBE_SEED) for name, strength in PROBE_EDITS])
     chunks = tqdm(range(0, len(edited), PROBE_CHUNK), desc="Tree-Ring calibration for this pipeline (once)",
                   unit="chunk", disable=None)  # shown on a terminal: a large model's first detection is slow
     return np.concatenate([

@@ -8,7 +8,7 @@ import pytest
 
 import attacks
 from attacks.text import paraphrase_texts
-from image_wm.semantics import sentence_embeddings
+from provenance.embeddings import sentence_embeddings
 from provenance.keys import WatermarkKey
 from text_wm.generate import generate_watermarked
 from text_wm.registry import get_scheme

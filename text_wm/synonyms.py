@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from provenance.embeddings import default_embedder, sentence_embeddings
+
 MIN_LENGTH = 3
 
 STOP_WORDS = frozenset(
@@ -243,9 +245,7 @@ class SynonymProposer:
     @property
     def embedder(self) -> tuple[Any, Any]:
         if self._embedder is None:
-            from provenance.models import load_embedder
-
-            self._embedder = load_embedder()
+            self._embedder = default_embedder()
         return self._embedder
 
     # -- public API -----------------------------------------------------------------
@@ -469,8 +469,6 @@ class SynonymProposer:
         return kept
 
     def _embed(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        from image_wm.semantics import sentence_embeddings
-
         return torch.cat([sentence_embeddings(texts[s:s + batch_size], self.embedder) for s in range(0, len(texts), batch_size)])
 
 
