@@ -30,7 +30,7 @@ from attacks.quality import image_quality, text_similarity
 from attacks.registry import Attack, Modality
 from provenance.keys import WatermarkKey
 from provenance.models import diffusion_weights, update_with_weights
-from provenance.result import DetectionResult
+from provenance.result import DetectionResult, UnscoreableInput
 
 COVER_PARAM = "target"  # the keyword forgeries take their cover content by (``pm-transplant``)
 DEFAULT_TEXT_TOKENS = 200
@@ -312,14 +312,14 @@ class TextTarget:
         if batch is not None:
             try:
                 return batch(list(items), self.key, tokenizer, fpr=fpr, **options)
-            except ValueError:
+            except UnscoreableInput:
                 pass  # some text is unscoreable: score one at a time to find it
         single = getattr(self.watermark, verb)
         results = []
         for text in items:
             try:
                 results.append(single(text, self.key, tokenizer, fpr=fpr, **options))
-            except ValueError as exc:
+            except UnscoreableInput as exc:  # any other error is a defect and fails the cell
                 results.append(not_scoreable(str(exc), fpr, self.scheme, self.key_id))
         return results
 

@@ -39,6 +39,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class UnscoreableInput(ValueError):
+    """Content a detector cannot score at all: empty, shorter than its context, without a single
+    eligible word. Callers that count such content as "not detected" (an audit after an attack that
+    deleted the text) catch this class only, so a defect raising any other error is never
+    mistaken for a miss."""
+
+
 @dataclass
 class DetectionResult:
     """Outcome of one detection.

@@ -632,3 +632,22 @@ def test_text_examples_are_written_atomically(tmp_path, monkeypatch):
         target.save_example("a new example that fails halfway", tmp_path / "none")
     assert (tmp_path / "none.txt").read_text() == "the old example"
     assert [p.name for p in tmp_path.iterdir()] == ["none.txt"]
+
+
+def test_only_unscoreable_content_counts_as_a_miss_and_a_defect_fails_loudly(tokenizer):
+    """A text an attack emptied is "not detected"; a detector bug (any other error) is never a miss."""
+    target = TextTarget("kgw", WatermarkKey.from_seed(5), lm=object(), tokenizer=tokenizer)
+    human = "The harbour lay quiet under a grey sky while the fishing boats came home one by one."
+    scored, emptied = target.detect([human, "   "], fpr=0.01, payload=None)
+    assert scored.details.get("error") is None and 0.0 < scored.p_value <= 1.0
+    assert not emptied.detected and "empty text" in emptied.details["error"]
+
+    class Broken:
+        name = "kgw"
+
+        def detect(self, text, key, tokenizer=None, *, fpr=0.01):
+            raise ValueError("an index the detector got wrong")
+
+    target.watermark = Broken()
+    with pytest.raises(ValueError, match="the detector got wrong"):
+        target.detect([human], fpr=0.01, payload=None)

@@ -24,7 +24,7 @@ import torch
 from transformers import LogitsProcessor
 
 from provenance.keys import WatermarkKey
-from provenance.result import DetectionResult
+from provenance.result import DetectionResult, UnscoreableInput
 
 TokenInput = str | Sequence[int] | torch.Tensor
 
@@ -50,19 +50,19 @@ def vocab_size_of(vocab: Any) -> int:
 def as_token_ids(tokens: TokenInput, tokenizer: Any = None) -> torch.Tensor:
     """A 1-D int64 CPU tensor of token ids; text is tokenized without special tokens.
 
-    Raises ``ValueError`` for empty input, so a detector never returns a p-value for
-    nothing.
+    Raises ``UnscoreableInput`` (a ``ValueError``) for empty input, so a detector never
+    returns a p-value for nothing.
     """
     if isinstance(tokens, str):
         if tokenizer is None:
             raise ValueError("a tokenizer is needed to detect a watermark in raw text")
         if not tokens.strip():
-            raise ValueError("cannot detect a watermark in empty text")
+            raise UnscoreableInput("cannot detect a watermark in empty text")
         ids = torch.tensor(tokenizer(tokens, add_special_tokens=False)["input_ids"], dtype=torch.long)
     else:
         ids = torch.as_tensor(tokens, dtype=torch.long).detach().cpu()
         if ids.dim() != 1:
             raise ValueError("token ids must be one-dimensional (one text at a time)")
     if ids.numel() == 0:
-        raise ValueError("cannot detect a watermark in an empty token sequence")
+        raise UnscoreableInput("cannot detect a watermark in an empty token sequence")
     return ids

@@ -35,7 +35,7 @@ from typing import Any
 
 from provenance import stats
 from provenance.keys import WatermarkKey
-from provenance.result import DetectionResult
+from provenance.result import DetectionResult, UnscoreableInput
 from text_wm.synonyms import SynonymProposer, apply_replacements, words
 
 
@@ -147,11 +147,11 @@ class BlackBoxWatermark:
         """
         stats.check_fpr(fpr)
         if not isinstance(text, str) or not text.strip():
-            raise ValueError("cannot detect a watermark in empty text")
+            raise UnscoreableInput("cannot detect a watermark in empty text")
         distinct = sorted({w.text.lower() for w in words(text) if w.eligible})
         n = len(distinct)
         if n == 0:
-            raise ValueError("text has no eligible words to test (too short, or only stop words, names and quotes)")
+            raise UnscoreableInput("text has no eligible words to test (too short, or only stop words, names and quotes)")
         ones = sum(word_bit(key, w) for w in distinct)
         z, p_normal = stats.z_test(ones, n, 0.5)
         p_value = stats.binomial_tail(ones, n, 0.5)

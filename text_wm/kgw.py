@@ -36,7 +36,7 @@ from transformers import LogitsProcessor
 
 from provenance import stats
 from provenance.keys import WatermarkKey
-from provenance.result import DetectionResult
+from provenance.result import DetectionResult, UnscoreableInput
 from text_wm.base import TokenInput, as_token_ids, vocab_size_of
 from text_wm.hashing import (
     below, below_, combine, context_windows, fill_like, fold, key_words, keyed, to_bits, unsigned_min, window_hash, word_bits,
@@ -121,7 +121,7 @@ class KGW:
         h = self.context_width
         for ids in id_lists:
             if ids.numel() <= h:
-                raise ValueError(f"text too short to score: needs more than {h} token(s)")
+                raise UnscoreableInput(f"text too short to score: needs more than {h} token(s)")
         device = torch.device(device) if device is not None else torch.device("cpu")
         windows = torch.cat([context_windows(ids, h) for ids in id_lists]).to(device)
         targets = torch.cat([ids[h:] for ids in id_lists]).to(device)
