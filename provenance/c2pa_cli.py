@@ -7,6 +7,7 @@ error before any model loads) and passes a ``detect`` callable; everything else 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,11 +85,16 @@ class Verification:
         manifest = "no Content Credentials" if credentials is None else (
             f"Content Credentials {credentials.state}, signed by {credentials.signer or '?'}")
         line = f"{name}: {manifest}"
-        if self.result is not None:
-            line += f"; watermark {self.result.summary()}; {self.verdict}: {VERDICTS[self.verdict]}"
-            if self.verdict == "watermark-only":
+        verdict = self.verdict
+        if self.result is not None and verdict is not None:
+            line += f"; watermark {self.result.summary()}; {verdict}: {VERDICTS[verdict]}"
+            if verdict == "watermark-only":
                 line += f" ({soft_binding_alg(self.result.scheme)} {soft_binding_value(self.result)})"
         return line
+
+
+def _verification(path: str, anchors: bytes | None, result: DetectionResult | None) -> Verification:
+    return Verification(read_credentials(path, anchors), result)
 
 
 def verify(read: list[Outcome], trust_anchors: str | None,
@@ -106,8 +112,7 @@ def verify(read: list[Outcome], trust_anchors: str | None,
             outcomes.append((name, outcome))
             continue
         result = outcome if detector is not None else None
-        outcomes.append((name, attempt(name, lambda name=name, result=result: Verification(
-            read_credentials(name, anchors), result))))
+        outcomes.append((name, attempt(name, functools.partial(_verification, name, anchors, result))))
     report(outcomes, as_json, lambda name, verification: verification.describe(name), Verification.to_dict)
 
 

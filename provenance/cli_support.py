@@ -10,6 +10,7 @@ or more were not (the others' verdicts are still printed).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -40,16 +41,22 @@ def attempt(name: str, work: Callable[[], T]) -> T | ValueError | OSError:
         return exc
 
 
-def score_all(inputs: list[tuple[str, Any]], score_batch: Callable[[list[Any]], list[T]]) -> list[T | ValueError | OSError]:
+def score_all(inputs: list[tuple[str, Any]],
+              score_batch: Callable[[list[Any]], list[T]]) -> list[T | ValueError | OSError]:
     """Score readable inputs in one batch; when the batch fails on some input, score each alone so
     only the inputs that cannot be scored get an error."""
     try:
-        return list(score_batch([content for _, content in inputs])) if inputs else []
+        scored: list[T | ValueError | OSError] = list(score_batch([content for _, content in inputs])) if inputs else []
+        return scored
     except (ValueError, OSError):
-        return [attempt(name, lambda content=content: score_batch([content])[0]) for name, content in inputs]
+        return [attempt(name, functools.partial(_score_one, score_batch, content)) for name, content in inputs]
 
 
-def detect_outcomes(read: list[Outcome], detector: Callable[[], Callable[[list[Any]], list[T]]]) -> list[Outcome]:
+def _score_one(score_batch: Callable[[list[Any]], list[T]], content: Any) -> T:
+    return score_batch([content])[0]
+
+
+def detect_outcomes(read: list[Outcome], detector: Callable[[], Callable[[list[Any]], list[Any]]]) -> list[Outcome]:
     """Each input's result, or the error that kept it from one. ``read`` holds each input's content
     or its read error; ``detector()`` (which loads the model) is called only when some input was
     readable, and its batch function scores the readable ones."""

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-def check_new_output(path: str | Path, force: bool) -> Path:
+def check_new_output(path: str | os.PathLike[str], force: bool) -> Path:
     """``path`` as a Path; ``FileExistsError`` (a one-line CLI error) if it exists and ``force`` is off."""
     path = Path(path)
     if (path.exists() or path.is_symlink()) and not force:

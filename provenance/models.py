@@ -72,6 +72,8 @@ def default_embedder() -> ModelLocation:
 
 def _converted_dir(location: ModelLocation) -> Path:
     """Cache folder named by the GGUF's content hash, so every install of the same file shares it."""
+    if location.gguf_file is None:
+        raise ValueError(f"{location.path} is a transformers folder, not a GGUF file to convert")
     digest = hashlib.sha256()
     with open(location.path / location.gguf_file, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -114,7 +116,7 @@ def load_text_model(model: str | os.PathLike | None = None, device: str | None =
     from provenance.device import resolve_device
 
     location = _resolve_text_location(model)
-    source, kwargs = location.path, {}
+    source, kwargs = location.path, dict[str, Any]()
     if location.gguf_file is not None:
         converted = _converted_dir(location)
         if not (converted / "model.safetensors").is_file():
@@ -124,7 +126,7 @@ def load_text_model(model: str | os.PathLike | None = None, device: str | None =
     lm = AutoModelForCausalLM.from_pretrained(
         source, local_files_only=True, dtype=dtype or torch.float32, **kwargs
     )
-    lm.to(resolve_device(device)).eval()
+    lm.to(resolve_device(device)).eval()  # type: ignore[arg-type]  # transformers types `to` as a decorator
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return lm, tokenizer
@@ -161,7 +163,7 @@ def _convert_gguf(location: ModelLocation, target: Path) -> None:
         lm = AutoModelForCausalLM.from_pretrained(location.path, gguf_file=location.gguf_file, local_files_only=True)
         # A GGUF-loaded model carries a "quantizer" that refuses to serialise, although its
         # weights are already plain dequantised tensors: drop it before saving.
-        lm.hf_quantizer = None
+        lm.hf_quantizer = None  # type: ignore[assignment]  # transformers types it as always set
         if hasattr(lm.config, "quantization_config"):
             del lm.config.quantization_config
         lm.save_pretrained(tmp)

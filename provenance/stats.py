@@ -145,9 +145,9 @@ def cosine_tail(cosine: ArrayLike, dim: int) -> float | np.ndarray:
     pattern drawn independently of it points in a uniform direction, so its cosine with the
     observation has this law exactly, whatever the observation looks like.
     """
-    cosine = np.clip(np.asarray(cosine, dtype=float), -1.0, 1.0)
+    values = np.clip(np.asarray(cosine, dtype=float), -1.0, 1.0)
     half = (dim - 1) / 2.0
-    return _out(stats.beta.sf((1.0 + cosine) / 2.0, half, half))
+    return _out(stats.beta.sf((1.0 + values) / 2.0, half, half))
 
 
 def cosine_threshold(fpr: float, dim: int) -> float:

@@ -450,9 +450,9 @@ def _score_threshold(weights: np.ndarray, fpr: float, test: str) -> float:
         return (count - 0.5 * active.size) / (0.5 * math.sqrt(active.size))
 
     def log_excess(theta: float) -> float:
-        return math.log(max(_saddlepoint_tail(np.array(theta), active)[1], 1e-320)) - math.log(fpr)
+        return math.log(max(float(_saddlepoint_tail(np.array(theta), active)[1]), 1e-320)) - math.log(fpr)
 
-    lower, upper = -1.0 / active.max(), 1.0 / active.max()  # the tail falls monotonically in theta
+    lower, upper = -1.0 / float(active.max()), 1.0 / float(active.max())  # the tail falls monotonically in theta
     while log_excess(upper) > 0:
         upper *= 2.0
     while log_excess(lower) < 0:
@@ -622,7 +622,10 @@ def decode(prc: PRCKey, posteriors: ArrayLike, iterations: int | None = None) ->
         raise ValueError("decode takes one codeword's posteriors, shape (n,)")
     llr, used, unsatisfied = belief_propagation(prc.supports, _llr(soft), iterations or p.bp_iterations)
     basis = _most_confident_basis(prc, np.abs(llr))
-    _, combination = _gauss_jordan(prc.generator[basis], p.k, track=True)
+    solved = _gauss_jordan(prc.generator[basis], p.k, track=True)
+    if solved is None or solved[1] is None:  # the basis was chosen with rank k: only a corrupt key gets here
+        raise PRCDecodeError("the most confident generator rows do not span the code")
+    combination = solved[1]
     x = (combination.astype(np.float32) @ (llr[basis] < 0).astype(np.float32)).astype(np.int64) & 1
     log_trust = np.log(np.maximum(np.abs(np.tanh(llr[basis] / 2.0)), 1e-300))
     confidence = np.exp(combination.astype(float) @ log_trust)

@@ -140,7 +140,8 @@ class ReedSolomonCode:
                 raise ValueError(f"payload must be exactly {self.payload_bytes} bytes, got {len(payload)}")
             message = bytes(payload)
         else:
-            message = np.packbits(_as_bits(payload, self.payload_bits, "payload")).tobytes()
+            message = np.packbits(_as_bits(payload, 8 * self.payload_bytes if self.payload_bits is None
+                                           else self.payload_bits, "payload")).tobytes()
         codeword = bytes(_codec(self.parity_bytes).encode(message))
         return np.unpackbits(np.frombuffer(codeword, dtype=np.uint8))
 
