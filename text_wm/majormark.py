@@ -113,32 +113,9 @@ Detection (needs no knowledge of the message)
     ``detected = p <= fpr``; ``score`` is the chi-square statistic and ``threshold`` the
     statistic's critical value.
 
-Measured (SmolLM2-135M-Instruct, chat prompts, 16 generations per row, temperature 1,
-top_k 0, random 16-bit payloads, one key; the first T tokens of 200-token generations;
-"exact" = payload recovered; perplexity of the 200 tokens under the same model,
-unwatermarked 19.0)::
-
-    scheme      delta   T  p<1e-3  raw bit acc  exact (soft ML)  exact (Chase RS)  ppl
-    majormark     2    100  0.19     0.776          0.81              0.06         28.0
-    majormark     2    200  1.00     0.875          1.00              0.81
-    majormark     3    100  0.56     0.862          1.00              0.62         34.5
-    majormark     3    200  1.00     0.943          1.00              1.00
-    majormark     4    100  0.94     0.889          1.00              0.62         51.5
-    majormark     4    200  1.00     0.956          1.00              0.94
-    majormark+    2    100  0.00     0.716          0.69              0.19         27.1
-    majormark+    2    200  0.69     0.845          1.00              0.62
-    majormark+    3    100  0.31     0.801          1.00              0.56         40.1
-    majormark+    3    200  1.00     0.882          1.00              0.94
-    majormark+    4    100  0.56     0.849          1.00              0.75         38.9
-    majormark+    4    200  1.00     0.910          1.00              0.88
-
-Defaults follow: ``delta = 3`` for MajorMark (every payload exact from 100 tokens, every
-text detected from 200) and ``delta = 4`` for MajorMark+, whose summed statistic spends
-half its degrees of freedom on the unbiased families and so detects less per token (at
-delta 3 a low-entropy list-style text stayed at p = 0.02). Soft decoding makes the
-"clustering vs enumeration" difference vanish for 16-bit payloads; with hard decisions
-(Chase) the block enumeration does *not* beat clustering here. Perplexities are from 16
-texts each and noisy (+-5).
+Defaults: ``delta = 3`` for MajorMark and ``delta = 4`` for MajorMark+, whose summed statistic
+spends half its degrees of freedom on the unbiased families and so detects less per token; the
+measurements behind them are in ``docs/text.md`` (MajorMark).
 
 Result shape: ``detect`` and ``decode`` both return a
 :class:`~provenance.result.DetectionResult` from the same analysis. ``detect`` decodes

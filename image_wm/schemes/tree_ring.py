@@ -25,7 +25,7 @@ by their white-noise SD, ``w[c, r] = sqrt(n_r) m[c, r]`` (n_r coefficients in ri
     p-value is exactly uniform for every fixed key.
   For a fixed key on real unwatermarked images neither holds exactly (content makes ``w``
   anisotropic), so one key's FPR can differ from nominal even though the average over keys is exact
-  (measured below). Edits that paint black regions make it much worse, so behind a pipeline the test
+  (``docs/images.md``). Edits that paint black regions make it much worse, so behind a pipeline the test
   has a second branch (``score``): the pipeline's nuisance directions, the few directions along
   which such edits shift ``w`` (``image_wm.tree_ring_calibration``, fitted once per pipeline on
   edited procedural scenes), are projected out of ``w`` and ``v`` when an image's ``w`` carries
@@ -49,41 +49,9 @@ latents; generate -> decode -> uint8 -> VAE encode -> 25-step DDIM inversion):
   5, so 16x16 latents get K = 20 ring values (80 of 256 coefficients per channel, 31% of the
   spectrum, replaced; the paper's 10/64 would give 3: 28 coefficients, K = 12, too few).
 
-Measured on the reference pipeline's first weights (their inversion recovered ring means with correlation about
-0.4-0.5 in channel 0, less in 1-3, and channels 1 and 2 partly swap sign), scene captions as prompts,
-one key per watermarked image, amplitude 1, all channels:
-- radius 5 (default), 72 images: TPR 42/72 = 0.58 at FPR 1%, 25/72 = 0.35 at 1e-3, 1/72 at 1e-6,
-  median p 0.004 (samples of 48 and 24 gave 0.69 and 0.38 at 1%: the sample matters a lot).
-- radius 3, 72 images: TPR 0.31 at 1%, 0.07 at 1e-3, median p 0.026. Radius 7 (148 coefficients per channel), 24
-  images: 0.83 at 1%, 0.67 at 1e-3, 0.08 at 1e-6.
-- Not helpful: amplitude 1.5, per-channel weights, a channel-mixing correction fitted on plain pairs.
-  Nothing reaches the default FPR 1e-6; a better inversion is what would.
-- Calibration, 64 plain images x 300 fixed keys: FPR 0.98% at 1%, 0.09% at 0.1%, 5.1% at 5% (radius
-  5; radius 3 and 7 alike). Per key, counts at 10% are over-dispersed (variance 1.3-1.8 x binomial;
-  worst of 300 keys 13/64 at radius 5, 16/64 at radius 3; at 1%, 4/64 and 5/64): the fixed-key caveat
-  above. A wrong key is the same null; 0 or 1 of the watermarked images tested positive for the next key at 1%.
-- Fixed keys on edited images (``scripts/tree_ring_key_alignment.py``, shipped weights, 100
-  unwatermarked images per edit, 500 keys, p <= 1%). Edits that paint black regions move ``w`` far
-  along a few shared directions (median |w|^2/K 2.6-12.6 against 0.9 clean), so without the nuisance
-  branch the rate is set by how the key lies against them: averaged over keys it stays 0.5-1.1%,
-  but the worst key flags 0.35 / 0.26 / 0.74 / 0.68 of the images rotated 5 / 10 / 22.5 / 45 degrees
-  and 0.57 of those with a quarter erased (clean: 0.07). With the reference pipeline's shipped
-  directions (d = 6) the worst key flags 0.11 / 0.09 / 0.15 / 0.13 and 0.11 (clean 0.07); 0.92-1.00
-  of the rotated twins, 0.69 of the quarter-erased and 0.12 of the clean ones take the projected
-  branch. The worst key is still above the 0.05 that 500 exactly calibrated keys reach on 100
-  images: the branch removes most of the shift, not all. The same alignment decides watermarked
-  images: the script's key detects 0.03 of its images rotated by 10 degrees without the branch and
-  0.23 with it; at 22.5 and 45 degrees none either way, and 0.86-1.00 with erasures. Projecting
-  every image instead costs clean images power at strict thresholds (TPR at p <= 1e-6: 0.82
-  unprojected, 0.34 always projected, measured on the 2,000-step UNet shipped before 2026-12-06),
-  which the branch avoids (0.82).
-- Cost on the images (6 prompts x 2 seeds, one key): the mean |pixel difference| between two seeds of
-  the same prompt drops from 78 (plain) to 74 / 69 / 64 at radius 3 / 5 / 7, and a watermarked
-  image differs from its plain twin (same seed) by 23 / 31 / 39: a larger radius fixes more of
-  every image.
-Synthetic white-noise proxies ``(z + s n) / sqrt(1 + s^2)`` are far more optimistic: at s = 2.1
-(correlation 0.43) radius 5 detects all at 1% and about 0.3-0.5 at 1e-6; real inversion error is
-structured.
+What these choices measured on the reference pipeline (detection rates by radius, fixed-key FPR on
+clean and edited images with and without the nuisance branch, image cost) is in
+``docs/images.md`` (Tree-Ring).
 
 The published L1 distance (mean |FFT(z')[M] - key[M]| over the marked coefficients, in the
 reference's unnormalised FFT units) is reported in the details.
