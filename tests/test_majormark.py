@@ -16,12 +16,12 @@ from scipy import stats as sps
 from transformers import LogitsProcessorList
 
 from provenance.keys import WatermarkKey
+from provenance.stats import collision_tail
 from text_wm.generate import format_prompts
 from text_wm.majormark import (
     MajorMark,
     MajorMarkPlus,
     block_candidates,
-    collision_tail,
     majority_bits,
     score_block_candidates,
     split_two_means,
@@ -88,7 +88,7 @@ def test_payload_round_trip_and_detection_from_200_tokens(generations, tokenizer
 @pytest.mark.parametrize("name", list(SCHEMES))
 def test_hard_decision_chase_reed_solomon_path(generations, name):
     """The paper-style path (clustering / enumeration -> RS with erasures) on the same texts."""
-    scheme = MajorMark(blockwise=(name == "majormark+"), soft_decoding=False)
+    scheme = (MajorMarkPlus if name == "majormark+" else MajorMark)(soft_decoding=False)
     results = [scheme.decode(t, KEY, expected_payload=p) for t, p in zip(generations[name], PAYLOADS)]
     assert all(r.details["decoder"].startswith("Chase") for r in results)
     assert np.mean([r.details["raw_bit_accuracy"] for r in results]) >= 0.8
@@ -195,7 +195,7 @@ def test_clustering_recovers_bits_and_majority_from_synthetic_counts():
         counts[1 - m, 0] = torch.from_numpy(rng.poisson(4.0, L))  # the unbiased family: noise
         counts[m, 0] = torch.from_numpy(np.where(bits == m, rng.integers(6, 12, L), rng.integers(0, 3, L)))
         totals = counts[m].sum(dim=1)
-        got, confidence, info = scheme._infer_clustering(counts, totals)
+        got, confidence, info = scheme._infer_bits(counts, totals)
         assert info["majority"] == m
         assert np.array_equal(got, bits)
         assert confidence.shape == (L,) and np.all((confidence >= 0) & (confidence <= 1))
@@ -227,10 +227,10 @@ def test_block_enumeration_matches_a_naive_loop_and_finds_the_pattern():
 
 
 def test_codebook_is_the_rs_code_and_chase_decodes_larger_payloads():
-    from text_wm.majormark import _codebook
+    from provenance.codes.reed_solomon import codebook
 
     scheme = MajorMark()
-    book = _codebook(2, 4)
+    book = codebook(2, 4)
     assert book.shape == (65536, 48)
     for payload in (b"\x00\x00", b"\x12\x34", b"\xff\xfe"):
         assert np.array_equal(book[int.from_bytes(payload, "big")], scheme.code.encode(payload))
@@ -246,7 +246,7 @@ def test_codebook_is_the_rs_code_and_chase_decodes_larger_payloads():
     counts[m, 0] = torch.from_numpy(np.where(looks_preferred, 7, 1))
     counts[1 - m, 0] = torch.from_numpy(rng.multinomial(int(counts[m].sum()), np.full(big.code_bits, 1 / 64)))
     totals = counts[m].sum(dim=1)
-    bits, confidence, _ = big._infer_clustering(counts, totals)
+    bits, confidence, _ = big._infer_bits(counts, totals)
     assert np.sum(bits != word) == 3
     decoded, error = big._decode_counts(bits, confidence, KEY, counts, totals)
     assert error is None and decoded["payload"] == payload and decoded["decoder"].startswith("Chase")

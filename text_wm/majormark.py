@@ -97,7 +97,7 @@ Detection (needs no knowledge of the message)
     For sparse counts the chi-square tail is too light: on 2e5 multinomial null draws
     (L = 48) a nominal 0.01 gives 0.019 at T = 10, 0.014 at T = 50, 0.0115 at T = 100
     and still ~0.011 at T = 190-300; a nominal 0.001 up to 0.0037. MajorMark therefore
-    replaces the chi-square tail by the *exact* multinomial tail (:func:`collision_tail`,
+    replaces the chi-square tail by the *exact* multinomial tail (:func:`provenance.stats.collision_tail`,
     a dynamic programme) whenever fewer than ``EXACT_NULL_MAX_TOKENS`` tokens are scored
     and the chi-square p-value lies in [1e-30, 0.05] (``EXACT_NULL_MIN_P``,
     ``EXACT_NULL_BELOW_P``; beyond 1e-30 the chi-square value stands). The reported
@@ -146,9 +146,10 @@ from numpy.typing import ArrayLike
 from scipy import stats as sps
 from transformers import LogitsProcessor
 
-from provenance.codes.reed_solomon import ReedSolomonCode, ReedSolomonDecodeError
+from provenance.codes.reed_solomon import ReedSolomonCode, ReedSolomonDecodeError, codebook
 from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
+from provenance.stats import collision_tail
 from text_wm.base import TokenInput, as_token_ids, vocab_size_of
 from text_wm.hashing import bucket, combine, context_windows, fold_top16, key_words, keyed, mix32, to_bits, window_hash
 from text_wm.kernels import add_bias, kernel, scratch
@@ -156,7 +157,7 @@ from text_wm.kernels import add_bias, kernel, scratch
 PayloadInput = bytes | bytearray | str
 
 DEFAULT_DELTA = 3.0
-"""MajorMark's logit bias when none is given (measured choice, see the module docstring)."""
+"""MajorMark's logit bias when none is given (measured choice, docs/text.md)."""
 
 DEFAULT_DELTA_BLOCKWISE = 4.0
 """MajorMark+'s: its summed chi-square detects less per token, so it needs a larger bias."""
@@ -176,59 +177,8 @@ EXACT_NULL_MIN_P = 1e-30
 whose cost grows with the statistic, would take seconds."""
 
 
-@lru_cache(maxsize=4096)
-def collision_tail(total: int, cells: int, collisions: int) -> float:
-    """Exact ``P[K >= collisions]`` for ``K = sum_i C(n_i, 2)``, ``n ~ Multinomial(total, 1/cells)``.
-
-    Pearson's statistic is ``X^2 = cells (2 K + total) / total - total``, so this is its
-    exact upper tail. Poissonisation: with the ``n_i`` independent Poisson(total/cells),
-    the multinomial is their law given ``sum n_i = total``, so a dynamic programme over
-    cells with state (tokens so far ``m``, collisions so far ``k``) gives
-    ``P[K >= collisions, N = total] / P[N = total]``. ``k`` only grows, so every state at
-    or beyond ``collisions`` is merged into one absorbing column. Cost
-    ``O(cells * total * collisions * sqrt(collisions))``: ~0.1-0.5 s at 150-250 tokens.
-    """
-    if collisions <= 0:
-        return 1.0
-    n_values = np.arange(total + 1)
-    weight = sps.poisson.pmf(n_values, total / cells)
-    pairs = n_values * (n_values - 1) // 2
-    stay = int(np.searchsorted(pairs, collisions))  # counts n < stay keep k below the target
-    jump_weight = np.where(n_values >= stay, weight, 0.0)
-    below = np.zeros((total + 1, collisions))  # below[m, k]
-    below[0, 0] = 1.0
-    above = np.zeros(total + 1)  # above[m]: mass with k >= collisions
-    for _ in range(cells):
-        suffix = np.cumsum(below[:, ::-1], axis=1)[:, ::-1]  # suffix[m, k] = sum_{k' >= k} below[m, k']
-        new_above = np.convolve(above, weight)[: total + 1] + np.convolve(suffix[:, 0], jump_weight)[: total + 1]
-        new_below = np.zeros_like(below)
-        for n in range(min(stay, total + 1)):
-            q = int(pairs[n])
-            new_below[n:, q:] += weight[n] * below[: total + 1 - n, : collisions - q]
-            if q > 0:
-                new_above[n:] += weight[n] * suffix[: total + 1 - n, collisions - q]
-        below, above = new_below, new_above
-    return float(min(1.0, above[total] / sps.poisson.pmf(total, total)))
-
-
 SOFT_DECODING_MAX_PAYLOAD_BITS = 16
 """Payloads up to this size are decoded by scoring every codeword (2**16 x L bits, ~3 MB)."""
-
-
-@lru_cache(maxsize=4)
-def _codebook(payload_bytes: int, parity_bytes: int) -> np.ndarray:
-    """Every RS codeword, ``(2**(8 payload_bytes), L)`` uint8, row ``p`` encoding payload ``p``.
-
-    RS encoding is linear over GF(2^8), whose addition is XOR, so it is linear over GF(2)
-    on bits: the codeword of any payload is the XOR of its set bits' basis codewords.
-    """
-    code = ReedSolomonCode(payload_bytes, parity_bytes)
-    k = 8 * payload_bytes
-    basis = np.stack([code.encode(row) for row in np.eye(k, dtype=np.uint8)]).astype(np.int32)
-    payload_bits = ((np.arange(2**k)[:, None] >> np.arange(k - 1, -1, -1)) & 1).astype(np.int32)
-    book = ((payload_bits @ basis) & 1).astype(np.uint8)
-    book.setflags(write=False)
-    return book
 
 
 # -- pure helpers (exported for tests) -----------------------------------------------------
@@ -311,50 +261,44 @@ def score_block_candidates(counts: ArrayLike, totals: ArrayLike) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class MajorMark:
-    """Configuration of MajorMark (``blockwise=False``) or MajorMark+ (``blockwise=True``).
+class _MajorityWatermark:
+    """What MajorMark and MajorMark+ share: the RS-coded, whitened word, the keyed sublists, the
+    logits processor, counting and decoding. The two differ in how a word is cut into blocks,
+    their dispersion test and how they read the bits back (the methods each overrides).
 
     ``payload_bits`` (multiple of 8, >= 16) and ``parity_bytes`` fix the RS code and its
-    length ``L = payload_bits + 8 * parity_bytes``; MajorMark+ needs ``block_bits`` to
-    divide ``L``. ``max_erasures`` bounds the Chase decoder's erasure sets (default
-    ``parity_bytes``: measured best, see the module docstring; lower it to keep some
-    parity for error *detection* at the price of fewer recovered payloads).
-    ``soft_decoding`` (default on) decodes payloads of at most 16 bits by scoring every
-    codeword; off, or for larger payloads, the hard bits go through Chase RS decoding.
+    length ``L = payload_bits + 8 * parity_bytes``. ``max_erasures`` bounds the Chase
+    decoder's erasure sets (default ``parity_bytes``; lower it to keep some parity for error
+    *detection* at the price of fewer recovered payloads). ``soft_decoding`` (default on)
+    decodes payloads of at most 16 bits by scoring every codeword; off, or for larger
+    payloads, the hard bits go through Chase RS decoding.
     """
 
     payload_bits: int = 16
     parity_bytes: int = 4
     delta: float | None = None
     context_width: int = 1
-    blockwise: bool = False
-    block_bits: int = 8
     max_erasures: int | None = None
     soft_decoding: bool = True
+
+    name = "majority"
+    default_delta = DEFAULT_DELTA
 
     def __post_init__(self) -> None:
         if self.payload_bits < 16 or self.payload_bits % 8:
             raise ValueError(f"payload_bits must be a multiple of 8 and at least 16, got {self.payload_bits}")
-        if self.delta is None:  # measured defaults, see the module docstring
-            object.__setattr__(self, "delta", DEFAULT_DELTA_BLOCKWISE if self.blockwise else DEFAULT_DELTA)
+        if self.delta is None:
+            object.__setattr__(self, "delta", self.default_delta)
         if self.delta <= 0:
             raise ValueError("delta must be positive")
         if self.context_width < 1:
             raise ValueError("context_width must be at least 1")
         # validates parity_bytes and the GF(2^8) length limit
         ReedSolomonCode(self.payload_bits // 8, self.parity_bytes)
-        if self.blockwise:
-            if not 2 <= self.block_bits <= 12:
-                raise ValueError("block_bits must lie in [2, 12] (2**block_bits patterns are enumerated)")
-            if self.code_bits % self.block_bits:
-                raise ValueError(f"block_bits={self.block_bits} must divide the codeword length {self.code_bits}")
         if self.max_erasures is not None and not 0 <= self.max_erasures <= self.parity_bytes:
             raise ValueError(f"max_erasures must lie in [0, {self.parity_bytes}]")
 
     # -- shape ------------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return "majormark+" if self.blockwise else "majormark"
 
     @property
     def code(self) -> ReedSolomonCode:
@@ -366,7 +310,7 @@ class MajorMark:
 
     @property
     def bits_per_block(self) -> int:
-        return self.block_bits if self.blockwise else self.code_bits
+        return self.code_bits
 
     @property
     def n_blocks(self) -> int:
@@ -385,9 +329,13 @@ class MajorMark:
     def embedded_word(self, payload: PayloadInput, key: WatermarkKey) -> np.ndarray:
         """``(L,)`` bits actually embedded: RS codeword of the payload XOR the mask."""
         word = self.code.encode(self._payload_bytes(payload)) ^ self.whitening_mask(key)
-        if not self.blockwise and (word.min() == word.max()):
-            raise ValueError("the whitened codeword is constant and cannot be embedded; use another key")
+        self._check_embeddable(word)
         return word
+
+    def _check_embeddable(self, word: np.ndarray) -> None:
+        """Refuse a word this variant cannot embed (a single block needs both bit values)."""
+        if word.min() == word.max():
+            raise ValueError("the whitened codeword is constant and cannot be embedded; use another key")
 
     def _payload_bytes(self, payload: PayloadInput) -> bytes:
         if isinstance(payload, str):
@@ -472,41 +420,36 @@ class MajorMark:
         x2 = np.where(active[None, :], ((n - expected) ** 2 / expected).sum(axis=-1), 0.0)  # (2, B)
         if not active.any():
             return {"statistic": 0.0, "p_value": 1.0, "threshold": math.inf, "dof": 0, "x2_by_majority": [0.0, 0.0]}
-        if not self.blockwise:
-            dof = b - 1
-            total = int(t[0])
-            sidak_level = -math.expm1(0.5 * math.log1p(-fpr))  # 1 - sqrt(1 - fpr)
-            statistic = float(x2[:, 0].max())
-            p_family = sps.chi2.sf(x2[:, 0], dof)
-            null_name = f"chi2({dof})"
-            if total < EXACT_NULL_MAX_TOKENS:
-                collisions = (counts[:, 0, :].long() * (counts[:, 0, :].long() - 1) // 2).sum(dim=1).tolist()
-                for m in (0, 1):
-                    if EXACT_NULL_MIN_P <= p_family[m] <= EXACT_NULL_BELOW_P:
-                        p_family[m] = collision_tail(total, b, int(collisions[m]))
-                null_name = (f"the exact multinomial tail where chi2 gives {EXACT_NULL_MIN_P:g} <= p <= "
-                             f"{EXACT_NULL_BELOW_P:g}, else chi2({dof})")
-            p_min = float(p_family.min())
-            threshold = float(sps.chi2.isf(sidak_level, dof))
-            p_value = p_min * (2.0 - p_min)  # Sidak: 1 - (1 - p_min)^2 for two independent tests
-            test = f"Pearson dispersion per majority family vs {null_name}; max of the two (Sidak)"
-        else:
-            dof = int(2 * (b - 1) * active.sum())
-            statistic = float(x2.sum())
-            p_value = float(sps.chi2.sf(statistic, dof))
-            threshold = float(sps.chi2.isf(fpr, dof))
-            test = "Pearson chi-square dispersion summed over blocks and both majority families"
-        return {"statistic": statistic, "p_value": p_value, "threshold": threshold, "dof": dof, "test": test,
-                "x2_by_majority": x2.sum(axis=1).tolist()}
+        return {**self._dispersion_test(x2, counts, t, active, fpr), "x2_by_majority": x2.sum(axis=1).tolist()}
+
+    def _dispersion_test(self, x2: np.ndarray, counts: torch.Tensor, t: np.ndarray, active: np.ndarray,
+                         fpr: float) -> dict[str, Any]:
+        """MajorMark: one block, the larger of the two majority families' Pearson statistics (Sidak),
+        with the exact multinomial tail for short texts."""
+        b = self.bits_per_block
+        dof = b - 1
+        total = int(t[0])
+        sidak_level = -math.expm1(0.5 * math.log1p(-fpr))  # 1 - sqrt(1 - fpr)
+        statistic = float(x2[:, 0].max())
+        p_family = sps.chi2.sf(x2[:, 0], dof)
+        null_name = f"chi2({dof})"
+        if total < EXACT_NULL_MAX_TOKENS:
+            collisions = (counts[:, 0, :].long() * (counts[:, 0, :].long() - 1) // 2).sum(dim=1).tolist()
+            for m in (0, 1):
+                if EXACT_NULL_MIN_P <= p_family[m] <= EXACT_NULL_BELOW_P:
+                    p_family[m] = collision_tail(total, b, int(collisions[m]))
+            null_name = (f"the exact multinomial tail where chi2 gives {EXACT_NULL_MIN_P:g} <= p <= "
+                         f"{EXACT_NULL_BELOW_P:g}, else chi2({dof})")
+        p_min = float(p_family.min())
+        threshold = float(sps.chi2.isf(sidak_level, dof))
+        p_value = p_min * (2.0 - p_min)  # Sidak: 1 - (1 - p_min)^2 for two independent tests
+        test = f"Pearson dispersion per majority family vs {null_name}; max of the two (Sidak)"
+        return {"statistic": statistic, "p_value": p_value, "threshold": threshold, "dof": dof, "test": test}
 
     # -- bit inference ------------------------------------------------------------------------
     def _infer_bits(self, counts: torch.Tensor, totals: torch.Tensor) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Hard embedded-word bits ``(L,)`` and per-bit confidences in [0, 1]."""
-        if self.blockwise:
-            return self._infer_blockwise(counts, totals)
-        return self._infer_clustering(counts, totals)
-
-    def _infer_clustering(self, counts: torch.Tensor, totals: torch.Tensor) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Hard embedded-word bits ``(L,)`` and per-bit confidences in [0, 1]: MajorMark clusters the
+        sublist counts of its one block into two means."""
         L = self.code_bits
         n = counts[:, 0, :].double().numpy()  # (2, L)
         total = float(totals[0])
@@ -522,24 +465,6 @@ class MajorMark:
         z = (n[m] - split_count) / math.sqrt(max(split_count, 1.0))
         confidence = np.array([math.erf(abs(v) / math.sqrt(2.0)) for v in z])
         return bits, confidence, {"majority": m, "split_count": split_count}
-
-    def _infer_blockwise(self, counts: torch.Tensor, totals: torch.Tensor) -> tuple[np.ndarray, np.ndarray, dict]:
-        b = self.bits_per_block
-        t = totals.numpy()
-        z = score_block_candidates(counts.numpy(), t)  # (B, P)
-        patterns, _, _ = block_candidates(b)
-        best = z.argmax(axis=1)
-        bits = patterns[best]  # (B, b)
-        # posterior-like weights over patterns: softmax of z^2/2 for z > 0 (constant patterns excluded)
-        logw = np.where(np.isfinite(z), 0.5 * np.maximum(z, 0.0) ** 2, -np.inf)
-        weights = np.exp(logw - logw.max(axis=1, keepdims=True))
-        weights /= weights.sum(axis=1, keepdims=True)
-        p_one = weights @ patterns  # (B, b)
-        agree = np.where(bits == 1, p_one, 1.0 - p_one)
-        confidence = np.maximum(2.0 * agree - 1.0, 0.0)
-        confidence[t == 0] = 0.0
-        return (bits.reshape(-1).astype(np.uint8), confidence.reshape(-1),
-                {"block_z": z[np.arange(len(best)), best].tolist()})
 
     def word_scores(self, words: np.ndarray, counts: torch.Tensor, totals: torch.Tensor) -> np.ndarray:
         """How well each embedded word explains the counts: ``(P, L)`` words -> ``(P,)`` z-scores.
@@ -571,7 +496,7 @@ class MajorMark:
     def _soft_decode(self, word: np.ndarray, key: WatermarkKey, counts: torch.Tensor,
                      totals: torch.Tensor) -> dict[str, Any]:
         mask = self.whitening_mask(key)
-        book = _codebook(self.payload_bits // 8, self.parity_bytes)
+        book = codebook(self.payload_bits // 8, self.parity_bytes)
         scores = self.word_scores(book ^ mask, counts, totals)
         order = np.argpartition(-scores, 1)[:2]
         best, second = (order if scores[order[0]] >= scores[order[1]] else order[::-1]).tolist()
@@ -705,7 +630,7 @@ class MajorMarkLogitsProcessor(LogitsProcessor):
     sublist lookup is one kernel (:mod:`text_wm.kernels`).
     """
 
-    def __init__(self, scheme: MajorMark, key: WatermarkKey, vocab_size: int, words: torch.Tensor, *,
+    def __init__(self, scheme: _MajorityWatermark, key: WatermarkKey, vocab_size: int, words: torch.Tensor, *,
                  compile: bool = False) -> None:
         self.scheme, self.vocab_size = scheme, vocab_size
         B, b = scheme.n_blocks, scheme.bits_per_block
@@ -753,6 +678,62 @@ def _preferred_bias(scores: torch.Tensor, inner: torch.Tensor, sublist_bias: tor
     return add_bias(scores, torch.gather(sublist_bias, 1, index, out=bias), vocab_size)
 
 
-def MajorMarkPlus(**kwargs: Any) -> MajorMark:
-    """MajorMark+ (block-wise): ``MajorMark(blockwise=True, ...)``."""
-    return MajorMark(blockwise=True, **kwargs)
+@dataclass(frozen=True)
+class MajorMark(_MajorityWatermark):
+    """MajorMark: the whole ``L``-bit word is one block; bits come back by two-means clustering."""
+
+    name = "majormark"
+    default_delta = DEFAULT_DELTA
+
+
+@dataclass(frozen=True)
+class MajorMarkPlus(_MajorityWatermark):
+    """MajorMark+: the word is cut into blocks of ``block_bits`` bits (which must divide ``L``), each
+    with its own majority; every block pattern is enumerated to read the bits back, and the test
+    sums the dispersion of all blocks and both families."""
+
+    block_bits: int = 8
+
+    name = "majormark+"
+    default_delta = DEFAULT_DELTA_BLOCKWISE
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 2 <= self.block_bits <= 12:
+            raise ValueError("block_bits must lie in [2, 12] (2**block_bits patterns are enumerated)")
+        if self.code_bits % self.block_bits:
+            raise ValueError(f"block_bits={self.block_bits} must divide the codeword length {self.code_bits}")
+
+    @property
+    def bits_per_block(self) -> int:
+        return self.block_bits
+
+    def _check_embeddable(self, word: np.ndarray) -> None:
+        """Any word embeds: a constant block is one of the enumerated patterns."""
+
+    def _dispersion_test(self, x2: np.ndarray, counts: torch.Tensor, t: np.ndarray, active: np.ndarray,
+                         fpr: float) -> dict[str, Any]:
+        dof = int(2 * (self.bits_per_block - 1) * active.sum())
+        statistic = float(x2.sum())
+        return {"statistic": statistic, "p_value": float(sps.chi2.sf(statistic, dof)),
+                "threshold": float(sps.chi2.isf(fpr, dof)), "dof": dof,
+                "test": "Pearson chi-square dispersion summed over blocks and both majority families"}
+
+    def _infer_bits(self, counts: torch.Tensor, totals: torch.Tensor) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Hard bits and confidences: per block, the best of every ``block_bits``-bit pattern."""
+        b = self.bits_per_block
+        t = totals.numpy()
+        z = score_block_candidates(counts.numpy(), t)  # (B, P)
+        patterns, _, _ = block_candidates(b)
+        best = z.argmax(axis=1)
+        bits = patterns[best]  # (B, b)
+        # posterior-like weights over patterns: softmax of z^2/2 for z > 0 (constant patterns excluded)
+        logw = np.where(np.isfinite(z), 0.5 * np.maximum(z, 0.0) ** 2, -np.inf)
+        weights = np.exp(logw - logw.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+        p_one = weights @ patterns  # (B, b)
+        agree = np.where(bits == 1, p_one, 1.0 - p_one)
+        confidence = np.maximum(2.0 * agree - 1.0, 0.0)
+        confidence[t == 0] = 0.0
+        return (bits.reshape(-1).astype(np.uint8), confidence.reshape(-1),
+                {"block_z": z[np.arange(len(best)), best].tolist()})

@@ -13,7 +13,7 @@ _SCHEMES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "exp": ("text_wm.exp_its", "EXP", {}),
     "its": ("text_wm.exp_its", "ITS", {}),
     "majormark": ("text_wm.majormark", "MajorMark", {}),
-    "majormark+": ("text_wm.majormark", "MajorMark", {"blockwise": True}),
+    "majormark+": ("text_wm.majormark", "MajorMarkPlus", {}),
     "blackbox": ("text_wm.blackbox", "BlackBoxWatermark", {}),  # post-hoc: `text watermark`, no sampler
 }
 SCHEME_NAMES = tuple(_SCHEMES)

@@ -219,3 +219,19 @@ class ReedSolomonCode:
             f"{(self.parity_bytes - erasures) // 2} byte errors can be corrected "
             f"(2*errors + erasures <= {self.parity_bytes} parity bytes)"
         )
+
+
+@lru_cache(maxsize=4)
+def codebook(payload_bytes: int, parity_bytes: int) -> np.ndarray:
+    """Every RS codeword, ``(2**(8 payload_bytes), L)`` uint8, row ``p`` encoding payload ``p``.
+
+    RS encoding is linear over GF(2^8), whose addition is XOR, so it is linear over GF(2)
+    on bits: the codeword of any payload is the XOR of its set bits' basis codewords.
+    """
+    code = ReedSolomonCode(payload_bytes, parity_bytes)
+    k = 8 * payload_bytes
+    basis = np.stack([code.encode(row) for row in np.eye(k, dtype=np.uint8)]).astype(np.int32)
+    payload_bits = ((np.arange(2**k)[:, None] >> np.arange(k - 1, -1, -1)) & 1).astype(np.int32)
+    book = ((payload_bits @ basis) & 1).astype(np.uint8)
+    book.setflags(write=False)
+    return book
