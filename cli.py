@@ -226,7 +226,7 @@ def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
 
 def _payload_for(watermark, payload: str | None) -> str | None:
     """The checked hex payload: required by multi-bit text schemes, refused by zero-bit ones."""
-    payload_bytes = getattr(watermark, "payload_bits", 0) // 8
+    payload_bytes = getattr(watermark, "payload_bytes", 0)
     parsed = parse_payload_hex(payload, payload_bytes, watermark.name)
     if payload_bytes and parsed is None:
         raise InputError("--payload", f"{watermark.name} embeds a {payload_bytes}-byte message: give it as "

@@ -297,7 +297,7 @@ class TextTarget:
 
     def make(self, n: int, seed: int) -> Items:
         prompts = text_prompts(n, seed)
-        payload = derived_payload(getattr(self.watermark, "payload_bits", 0) // 8, seed)
+        payload = derived_payload(getattr(self.watermark, "payload_bytes", 0), seed)
         marked = self._generate(prompts, self.watermark, seed, payload)
         return Items(marked, self._generate(prompts, None, seed, None), payload)
 

@@ -3,6 +3,7 @@ processor, calibration of the permutation test, and detection on real SmolLM2 ge
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from transformers import LogitsProcessorList
 from provenance.keys import WatermarkKey
 from text_wm.alignment import CPU_SERIAL_ELEMENTS, edit_statistic, plain_statistic
 from text_wm.exp_its import EXP, ITS
+from text_wm.generate import generate_watermarked
 
 SCHEMES = [EXP(), ITS()]
 KEY = WatermarkKey.from_seed("exp-its-test")
@@ -403,3 +405,14 @@ def test_empirical_fpr_on_human_text(scheme, human_passages, tokenizer) -> None:
     results = scheme.detect_batch(ids, KEY, tokenizer, fpr=0.01)
     rate = sum(r.detected for r in results) / len(results)
     assert len(results) == 500 and rate <= 0.02, rate
+
+
+def test_the_generation_record_keeps_the_key_shift_and_the_scheme_settings(text_model):
+    model, tokenizer = text_model
+    scheme = EXP()
+    key = WatermarkKey.from_seed("record-shift")
+    records = generate_watermarked(model, tokenizer, ["Tell me about tides.", "Name a colour."], scheme, key,
+                                   processor_kwargs={"shifts": [7, 200]}, max_new_tokens=6, do_sample=True)
+    assert [r.settings["key_shift"] for r in records] == [7, 200]
+    assert all(r.settings["key_length"] == scheme.key_length and "device" not in r.settings for r in records)
+    json.dumps([r.to_dict() for r in records])  # a record is plain JSON

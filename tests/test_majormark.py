@@ -15,6 +15,7 @@ import torch
 from scipy import stats as sps
 from transformers import LogitsProcessorList
 
+from provenance.codes.reed_solomon import codebook
 from provenance.keys import WatermarkKey
 from provenance.stats import collision_tail
 from text_wm.generate import format_prompts
@@ -227,8 +228,6 @@ def test_block_enumeration_matches_a_naive_loop_and_finds_the_pattern():
 
 
 def test_codebook_is_the_rs_code_and_chase_decodes_larger_payloads():
-    from provenance.codes.reed_solomon import codebook
-
     scheme = MajorMark()
     book = codebook(2, 4)
     assert book.shape == (65536, 48)

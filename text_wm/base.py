@@ -4,12 +4,14 @@ Why keyless scheme objects: a scheme is configuration (gamma, delta, key length,
 the secret arrives per call. One configured scheme can then serve many keys, and the
 key never lives longer than the call that needs it.
 
-Every scheme offers:
+Every scheme follows ``TokenWatermark``:
 - ``processor(key, vocab) -> transformers.LogitsProcessor`` for ``model.generate``
   (schemes that replace sampling, EXP and ITS, return a processor that forces the
-  token their sampler picked, so generation still goes through ``generate``);
-- ``detect(tokens, key, tokenizer=None) -> DetectionResult`` with a real p-value;
-- multi-bit schemes add ``decode(tokens, key, tokenizer=None)``.
+  token their sampler picked, so generation still goes through ``generate``); what a
+  processor decides per generation (EXP/ITS's key shift) is in its ``settings``;
+- ``detect(tokens, key, tokenizer=None, fpr=...)`` and ``detect_batch`` with a real p-value;
+- multi-bit schemes (``PayloadTokenWatermark``) carry ``payload_bytes`` and add ``decode``.
+The black-box watermark, applied after generation, follows ``PostHocTextWatermark``.
 
 ``processor`` also takes ``compile=True`` to fuse the step's vocabulary-wide work
 (:mod:`text_wm.kernels`).
@@ -31,11 +33,47 @@ TokenInput = str | Sequence[int] | torch.Tensor
 
 @runtime_checkable
 class TokenWatermark(Protocol):
+    """A watermark in the sampler: a logits processor to generate with, a calibrated test to detect.
+
+    ``detect`` tests one text, ``detect_batch`` many (each result equal to ``detect``'s); both take
+    the false-positive rate ``fpr`` the decision is made at.
+    """
+
     name: str
 
     def processor(self, key: WatermarkKey, vocab: Any) -> LogitsProcessor: ...
 
-    def detect(self, tokens: TokenInput, key: WatermarkKey, tokenizer: Any = None) -> DetectionResult: ...
+    def detect(self, tokens: TokenInput, key: WatermarkKey, tokenizer: Any = None, *,
+               fpr: float = 0.01) -> DetectionResult: ...
+
+    def detect_batch(self, texts: Sequence[TokenInput], key: WatermarkKey, tokenizer: Any = None, *,
+                     fpr: float = 0.01) -> list[DetectionResult]: ...
+
+
+@runtime_checkable
+class PayloadTokenWatermark(TokenWatermark, Protocol):
+    """A multi-bit sampler watermark: it embeds ``payload_bytes`` bytes (``processor(..., payload=)``),
+    and ``decode`` reads them back whether or not the watermark is detected."""
+
+    @property
+    def payload_bytes(self) -> int: ...
+
+    def decode(self, tokens: TokenInput, key: WatermarkKey, tokenizer: Any = None, *,
+               fpr: float = 0.01) -> DetectionResult: ...
+
+    def decode_batch(self, texts: Sequence[TokenInput], key: WatermarkKey, tokenizer: Any = None, *,
+                     fpr: float = 0.01) -> list[DetectionResult]: ...
+
+
+@runtime_checkable
+class PostHocTextWatermark(Protocol):
+    """A watermark applied to finished text from any source (no sampler), and its calibrated test."""
+
+    name: str
+
+    def watermark(self, text: str, key: WatermarkKey) -> Any: ...
+
+    def detect(self, text: str, key: WatermarkKey, tokenizer: Any = None, *, fpr: float = 0.01) -> DetectionResult: ...
 
 
 def vocab_size_of(vocab: Any) -> int:

@@ -184,6 +184,11 @@ class KeySequenceProcessor(LogitsProcessor):
         self.prompt_length: int | None = None
         self._last_length: int | None = None
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What a generation record keeps: the key shift of each batch row (None before the first call)."""
+        return {"key_shift": None if self.shifts is None else list(self.shifts)}
+
     def reset(self) -> None:
         """Forget the prompt length (and random shifts) so the next call starts a new generation."""
         self.prompt_length = self._last_length = None

@@ -9,7 +9,7 @@ the scheme's logits processor; nothing here knows about any particular scheme.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 import torch
@@ -21,7 +21,8 @@ from text_wm.base import TokenWatermark
 
 @dataclass
 class GenerationRecord:
-    """One generated continuation and what was embedded in it (never the secret)."""
+    """One generated continuation and what was embedded in it (never the secret): the scheme's
+    configuration and the generation's own settings (EXP/ITS's key shift) in ``settings``."""
 
     prompt: str
     text: str
@@ -33,6 +34,15 @@ class GenerationRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def scheme_settings(scheme: Any) -> dict[str, Any]:
+    """A scheme's configuration as plain values (``gamma``, ``delta``, ``key_length``, ...): with the
+    key and the processor's per-generation settings, enough to detect the text again."""
+    if not is_dataclass(scheme):
+        return {}
+    values = {f.name: getattr(scheme, f.name) for f in fields(scheme) if f.name != "device"}  # where, not what
+    return {name: value for name, value in values.items() if isinstance(value, (bool, int, float, str, type(None)))}
 
 
 def format_prompts(tokenizer: Any, prompts: Sequence[str], chat: bool) -> list[str]:
@@ -88,7 +98,7 @@ def generate_watermarked(
     with torch.inference_mode():
         output = model.generate(**batch, logits_processor=processors, **generate_kwargs)
     new_tokens = output[:, batch["input_ids"].shape[1]:].cpu()
-    settings = dict(getattr(processor, "settings", {}) or {})
+    settings = {**scheme_settings(scheme), **(getattr(processor, "settings", {}) or {})}
     records = []
     for row, prompt in enumerate(prompts):
         ids = _strip_after_eos(new_tokens[row].tolist(), tokenizer)

@@ -301,8 +301,13 @@ class _MajorityWatermark:
     # -- shape ------------------------------------------------------------------------------
 
     @property
+    def payload_bytes(self) -> int:
+        """Bytes of payload a text carries (the vocabulary image schemes use too)."""
+        return self.payload_bits // 8
+
+    @property
     def code(self) -> ReedSolomonCode:
-        return ReedSolomonCode(self.payload_bits // 8, self.parity_bytes)
+        return ReedSolomonCode(self.payload_bytes, self.parity_bytes)
 
     @property
     def code_bits(self) -> int:
@@ -344,8 +349,8 @@ class _MajorityWatermark:
             except ValueError:
                 raise ValueError(f"payload must be bytes or a hex string, got {payload!r}") from None
         payload = bytes(payload)
-        if len(payload) != self.payload_bits // 8:
-            raise ValueError(f"payload must be exactly {self.payload_bits // 8} bytes, got {len(payload)}")
+        if len(payload) != self.payload_bytes:
+            raise ValueError(f"payload must be exactly {self.payload_bytes} bytes, got {len(payload)}")
         return payload
 
     def context_hash(self, windows: torch.Tensor, words: list[int]) -> torch.Tensor:
@@ -377,7 +382,7 @@ class _MajorityWatermark:
         ``compile=True`` fuses its vocabulary-wide step (see :mod:`text_wm.kernels`).
         """
         if payload is None:
-            raise ValueError(f"{self.name} embeds a message: pass payload= ({self.payload_bits // 8} bytes or hex)")
+            raise ValueError(f"{self.name} embeds a message: pass payload= ({self.payload_bytes} bytes or hex)")
         payloads = payload if isinstance(payload, list) else [payload]
         if not payloads:
             raise ValueError("empty payload list")
@@ -496,11 +501,11 @@ class _MajorityWatermark:
     def _soft_decode(self, word: np.ndarray, key: WatermarkKey, counts: torch.Tensor,
                      totals: torch.Tensor) -> dict[str, Any]:
         mask = self.whitening_mask(key)
-        book = codebook(self.payload_bits // 8, self.parity_bytes)
+        book = codebook(self.payload_bytes, self.parity_bytes)
         scores = self.word_scores(book ^ mask, counts, totals)
         order = np.argpartition(-scores, 1)[:2]
         best, second = (order if scores[order[0]] >= scores[order[1]] else order[::-1]).tolist()
-        payload = best.to_bytes(self.payload_bits // 8, "big")
+        payload = best.to_bytes(self.payload_bytes, "big")
         wrong_bytes = np.packbits(word ^ mask) != np.packbits(book[best])
         return {"payload": payload, "decoder": f"soft maximum-likelihood over all {book.shape[0]} codewords",
                 "corrected_symbols": int(wrong_bytes.sum()), "erasures": 0,
@@ -547,7 +552,8 @@ class _MajorityWatermark:
     def decode(self, tokens: TokenInput, key: WatermarkKey, tokenizer: Any = None, *,
                expected_payload: PayloadInput | None = None, fpr: float = 0.01,
                device: str | torch.device | None = None) -> DetectionResult:
-        """Like ``detect`` but always reports the RS-decoded payload, detected or not."""
+        """Like ``detect`` but always decodes: the payload of an undetected text is in
+        ``details["decoded_payload"]`` (``DetectionResult.decoded_payload``), never in ``payload``."""
         return self._analyse([tokens], key, tokenizer, fpr, expected_payload, False, device)[0]
 
     def decode_batch(self, texts: list[TokenInput], key: WatermarkKey, tokenizer: Any = None, *,
