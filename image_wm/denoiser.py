@@ -33,11 +33,13 @@ pipelines that take image conditioning (Kontext, Fill, Control).
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.metadata import version
 from typing import Any
 
 import torch
 
-__all__ = ["family", "denoiser", "latent_shape", "image_side", "pipeline_latents", "empty_condition", "predictor"]
+__all__ = ["family", "denoiser", "latent_shape", "image_side", "pipeline_latents", "empty_condition", "predictor",
+           "private_helper"]
 
 SUPPORTED = ("a UNet2DConditionModel / UNet3DConditionModel predicting noise or v (Stable Diffusion 1.x/2.x, "
              "SDXL), an SD3Transformer2DModel (Stable Diffusion 3/3.5) or a FluxTransformer2DModel in a FluxPipeline "
@@ -54,7 +56,7 @@ def family(pipe: Any) -> str:
     unet, transformer = getattr(pipe, "unet", None), getattr(pipe, "transformer", None)
     if unet is not None:  # any UNet called as unet(z, t, encoder_hidden_states=...[, added_cond_kwargs]), noise out
         extras = _unet_extras(pipe)
-        if (extras is None or (extras == "text_time" and hasattr(pipe, "_get_add_time_ids"))) \
+        if (extras is None or (extras == "text_time" and callable(getattr(pipe, "_get_add_time_ids", None)))) \
                 and pipe.scheduler.config.get("prediction_type", "epsilon") in ("epsilon", "v_prediction"):
             return "unet"
     elif transformer is not None and type(pipe.scheduler).__name__.startswith("FlowMatch"):
@@ -98,13 +100,24 @@ def pipeline_latents(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
     return _pack(pipe, latents) if family(pipe) == "flux" else latents
 
 
+def private_helper(pipe: Any, name: str) -> Callable[..., Any]:
+    """The pipeline's private diffusers method ``name`` (packing, rotary ids, size ids), or one
+    ``ValueError`` saying the installed diffusers lacks it: these helpers are not public API, so a
+    diffusers release may rename them, and every call to one goes through here."""
+    helper = getattr(pipe, name, None)
+    if not callable(helper):
+        raise ValueError(f"{type(pipe).__name__}.{name} is missing in diffusers {version('diffusers')}; latent "
+                         "watermarks on this family need a diffusers release that has it")
+    return helper
+
+
 def _pack(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
-    return pipe._pack_latents(latents, *latents.shape)
+    return private_helper(pipe, "_pack_latents")(latents, *latents.shape)
 
 
 def _unpack(pipe: Any, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     scale = int(pipe.vae_scale_factor)
-    return pipe._unpack_latents(tokens, height * scale, width * scale, scale)
+    return private_helper(pipe, "_unpack_latents")(tokens, height * scale, width * scale, scale)
 
 
 @torch.no_grad()
@@ -130,8 +143,8 @@ def empty_condition(pipe: Any, batch: int) -> dict[str, Any]:
     side = image_side(pipe)
     encoder_2 = getattr(pipe, "text_encoder_2", None)
     projection = int(pooled.shape[-1]) if encoder_2 is None else encoder_2.config.projection_dim
-    time_ids = pipe._get_add_time_ids((side, side), (0, 0), (side, side), dtype=embeds.dtype,
-                                      text_encoder_projection_dim=projection).to(pipe.device)
+    time_ids = private_helper(pipe, "_get_add_time_ids")((side, side), (0, 0), (side, side), dtype=embeds.dtype,
+                                                         text_encoder_projection_dim=projection).to(pipe.device)
     return {"encoder_hidden_states": embeds.expand(batch, -1, -1),
             "added_cond_kwargs": {"text_embeds": pooled.expand(batch, -1), "time_ids": time_ids.expand(batch, -1)}}
 
@@ -154,8 +167,8 @@ def predictor(pipe: Any, condition: dict[str, Any]) -> Callable[[torch.Tensor, A
         _, _, height, width = latents.shape
         key = (height, width, latents.device, latents.dtype)
         if key not in image_ids:
-            image_ids[key] = pipe._prepare_latent_image_ids(len(latents), height // 2, width // 2, latents.device,
-                                                            latents.dtype)
+            image_ids[key] = private_helper(pipe, "_prepare_latent_image_ids")(
+                len(latents), height // 2, width // 2, latents.device, latents.dtype)
         t = torch.as_tensor(t, device=latents.device, dtype=latents.dtype).expand(len(latents)) / 1000
         out = pipe.transformer(hidden_states=_pack(pipe, latents), timestep=t, img_ids=image_ids[key],
                                return_dict=False, **condition)[0]

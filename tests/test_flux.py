@@ -16,12 +16,15 @@ in seconds, and the CLI test keeps the folder's own 512 px.
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import numpy as np
 import pytest
 import torch
 
 from image_wm import inversion
-from image_wm.denoiser import FLUX_INVERSION_GUIDANCE, empty_condition, family, latent_shape, pipeline_latents, predictor
+from image_wm.denoiser import (FLUX_INVERSION_GUIDANCE, empty_condition, family, latent_shape, pipeline_latents,
+                               predictor, private_helper)
 from image_wm.pipeline import WatermarkedPipeline, initial_noise
 from provenance.keys import WatermarkKey
 from tiny_pipelines import assert_watermark_round_trip, cli_detection
@@ -152,3 +155,12 @@ def test_image_conditioned_flux_pipelines_are_refused(flux) -> None:
 
 def test_cli_generates_and_detects_with_a_flux_folder(tiny_folder, tmp_path) -> None:
     assert cli_detection(tiny_folder("flux"), "gaussian-shading", tmp_path, "--steps", "4")["detected"]
+
+
+def test_a_diffusers_release_without_a_private_helper_gets_one_clear_error():
+    class FluxPipeline:  # a release that renamed _pack_latents
+        def _pack_latents_v2(self, *args):
+            return args
+
+    with pytest.raises(ValueError, match=f"FluxPipeline._pack_latents is missing in diffusers {version('diffusers')}"):
+        private_helper(FluxPipeline(), "_pack_latents")
