@@ -27,8 +27,11 @@ class Completed:
     stderr: str
 
 
-def _child(folder: str, args: Sequence[str], env: Mapping[str, str], out: str, err: str) -> None:
-    """In the forked process: the shell's view (cwd, environment, fds 0-2), then the CLI's own main."""
+def _child(folder: str, args: Sequence[str], env: Mapping[str, str], out: str, err: str, status: str) -> None:
+    """In the forked process: the shell's view (cwd, environment, fds 0-2), then the CLI's own main.
+
+    The exit code the CLI chose is also written to ``status``: the forkserver reports a child's
+    exit status through a pipe that can come back empty (multiprocessing then says 255)."""
     os.chdir(folder)
     for name in [n for n in os.environ if n.startswith("PROVENANCE_")]:
         del os.environ[name]
@@ -39,7 +42,12 @@ def _child(folder: str, args: Sequence[str], env: Mapping[str, str], out: str, e
         os.close(opened)
     import cli
 
-    cli.main(list(args), prog_name="provenance")
+    try:
+        cli.main(list(args), prog_name="provenance")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        Path(status).write_text(str(code))
+        raise
 
 
 def _context():
@@ -55,17 +63,19 @@ def run_many(folder: Path, runs: Sequence[tuple[Sequence[str], Mapping[str, str]
     def one(run: tuple[Sequence[str], Mapping[str, str]]) -> Completed:
         args, env = run
         with tempfile.TemporaryDirectory() as scratch:
-            out, err = Path(scratch) / "out", Path(scratch) / "err"
+            out, err, status = Path(scratch) / "out", Path(scratch) / "err", Path(scratch) / "status"
             out.touch()
             err.touch()
-            process = context.Process(target=_child, args=(str(folder), list(args), dict(env), str(out), str(err)))
+            process = context.Process(target=_child, args=(str(folder), list(args), dict(env), str(out), str(err),
+                                                           str(status)))
             process.start()
             process.join(TIMEOUT_S)
             if process.is_alive():
                 process.kill()
                 process.join()
                 return Completed(-9, out.read_text(errors="replace"), err.read_text(errors="replace") + "\nTIMEOUT")
-            return Completed(process.exitcode, out.read_text(errors="replace"), err.read_text(errors="replace"))
+            code = int(status.read_text()) if status.is_file() and status.read_text() else process.exitcode
+            return Completed(code, out.read_text(errors="replace"), err.read_text(errors="replace"))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(one, runs))
