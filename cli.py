@@ -27,7 +27,7 @@ from provenance.device import resolve_device
 from provenance.files import check_new_output, write_text_atomic
 from provenance.keys import MAX_LABEL_CHARS, WatermarkKey, label_is_valid
 from provenance.models import ModelNotFoundError, quiet_libraries
-from provenance.readers import InputError, is_jsonl, parse_payload_hex, read_text, read_text_inputs
+from provenance.readers import InputError, check_jsonl_output, one_line, parse_payload_hex, read_text, read_text_inputs
 from text_wm.posthoc_cli import dataset, text_watermark
 from text_wm.zeroshot_cli import zeroshot
 
@@ -44,10 +44,6 @@ class Terminated(BaseException):
 
 def _terminate(signum, frame):
     raise Terminated(signal.Signals(signum).name)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _debugging() -> bool:
@@ -81,7 +77,7 @@ class ProvenanceGroup(click.Group):
             return exc.exit_code
         except click.ClickException as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) is not None else ""
-            return _fail(_one_line(exc.format_message()) + hint, 2)
+            return _fail(one_line(exc.format_message(), 400) + hint, 2)
         except (click.exceptions.Abort, KeyboardInterrupt):
             return _fail("interrupted", 130)
         except Terminated as exc:
@@ -90,7 +86,7 @@ class ProvenanceGroup(click.Group):
             if _debugging():
                 raise
             if isinstance(exc, EXPECTED_ERRORS) and not isinstance(exc, KeyError):
-                return _fail(_one_line(str(exc)) or exc.__class__.__name__, 2)
+                return _fail(one_line(exc, 400), 2)
             return _fail(f"internal error ({exc.__class__.__name__}); run again with {DEBUG_VARIABLE}=1 for the "
                          "traceback, and please report it", 1)
         finally:
@@ -262,9 +258,7 @@ def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_ne
     prompts = _read_prompts(prompt, prompts_file)
     out_path = Path(out) if out else None
     if out_path is not None:
-        if not is_jsonl(out_path):
-            raise InputError(out_path, "generation records are JSON lines: name the file .jsonl or .ndjson")
-        check_new_output(out_path, force)
+        check_jsonl_output(out_path, force, "generation records")
     watermark = get_scheme(scheme)
     checked_payload = _payload_for(watermark, payload)
     processor_kwargs = {"payload": checked_payload} if checked_payload is not None else {}

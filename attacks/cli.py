@@ -16,13 +16,13 @@ from typing import Any
 
 import click
 
+from attacks.audit import KEY_FILE
 from provenance import __version__
 from provenance.cli_support import FiniteFloatRange
 from provenance.files import check_new_output, write_text_atomic
 from provenance.readers import InputError, read_text
 
 MODALITIES = ("image", "video", "text")
-KEY_FILE = "key.json"
 DEFAULT_LEVELS = 5
 
 
@@ -116,12 +116,13 @@ def audit(modality, schemes, attack_names, strengths, levels, n, fpr, seed, key_
               "seed": seed, "key_id": key.key_id, "model": model or "default", "steps": steps,
               "tokens": tokens if modality == "text" else None}
     # OUT is judged before any model loads and before anything in it is written (attacks.audit)
-    how = check_audit_folder(out_dir, audit_settings(config), force)
+    settings = audit_settings(config)
+    how = check_audit_folder(out_dir, settings, force)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fresh:  # mode 0600; the secret is never printed
         key.save(out_dir / KEY_FILE)
         click.echo(f"new key {key.key_id} stored in {out_dir / KEY_FILE}", err=True)
-    start_audit_folder(out_dir, audit_settings(config), how)
+    start_audit_folder(out_dir, settings, how)
     if how == "resume":
         click.echo(f"reusing the finished cells of the audit in {out_dir}", err=True)
     t0 = time.perf_counter()

@@ -60,7 +60,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from provenance.files import check_new_output, write_bytes_atomic
-from provenance.readers import InputError, read_limited_bytes
+from provenance.readers import InputError, one_line, read_limited_bytes
 
 MIN_SIDE = 16
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
@@ -120,13 +120,6 @@ def _strict_pillow(max_pixels: int) -> Iterator[None]:
                 yield
         finally:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved_cap, saved_truncated
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message as one short printable line."""
-    text = " ".join(str(exc).split()) or exc.__class__.__name__
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _pixel_cap_problem(width: int, height: int, max_pixels: int) -> str:
@@ -213,7 +206,7 @@ def decode_image(data: bytes, source: object, max_pixels: int = MAX_IMAGE_PIXELS
         except MemoryError:
             raise InputError(source, "image header is too large to read") from None
         except Exception as exc:  # Pillow's plugins raise many kinds on a malformed header
-            raise InputError(source, f"truncated or corrupt image ({_one_line(exc)})") from None
+            raise InputError(source, f"truncated or corrupt image ({one_line(exc, 160)})") from None
         with im:
             width, height = im.size
             if width * height > max_pixels:
@@ -221,7 +214,7 @@ def decode_image(data: bytes, source: object, max_pixels: int = MAX_IMAGE_PIXELS
             try:
                 several = im.format != "MPO" and bool(getattr(im, "is_animated", False))
             except Exception as exc:
-                raise InputError(source, f"truncated or corrupt image ({_one_line(exc)})") from None
+                raise InputError(source, f"truncated or corrupt image ({one_line(exc, 160)})") from None
             if several:
                 raise InputError(source, "animated/multi-frame image; give one frame")
             problem = _mode_problem(im, data)
@@ -239,13 +232,13 @@ def decode_image(data: bytes, source: object, max_pixels: int = MAX_IMAGE_PIXELS
                 raise InputError(source, f"image is {width}x{height}, too large to decode in the memory "
                                          f"available") from None
             except Exception as exc:
-                raise InputError(source, f"truncated or corrupt image ({_one_line(exc)})") from None
+                raise InputError(source, f"truncated or corrupt image ({one_line(exc, 160)})") from None
             try:
                 pixels = _pixels(im, source)
             except InputError:
                 raise
             except Exception as exc:  # e.g. a palette that does not cover the indices used
-                raise InputError(source, f"truncated or corrupt image ({_one_line(exc)})") from None
+                raise InputError(source, f"truncated or corrupt image ({one_line(exc, 160)})") from None
     if pixels.shape != (height, width, 3):  # a decoder that disagrees with its own header
         raise InputError(source, f"truncated or corrupt image (decoded {pixels.shape[1]}x{pixels.shape[0]}, "
                                  f"header says {width}x{height})")
@@ -299,7 +292,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
         with _quiet_stderr():
             ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(image[..., ::-1]))
     except cv2.error as exc:
-        raise OSError(f"{path}: cannot encode the image as {suffix} ({_one_line(exc)})") from None
+        raise OSError(f"{path}: cannot encode the image as {suffix} ({one_line(exc, 160)})") from None
     if not ok:
         raise OSError(f"{path}: cannot encode the image as {suffix}")
     return write_bytes_atomic(path, encoded.tobytes())

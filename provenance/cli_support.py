@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from provenance.readers import MAX_TEXT_BYTES, InputError, format_size
+from provenance.readers import MAX_TEXT_BYTES, InputError, format_size, one_line
 
 T = TypeVar("T")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -27,7 +27,7 @@ Outcome = tuple[str, Any]  # (input name, a result, or the exception that kept i
 
 def error_line(name: str, exc: BaseException) -> str:
     """``<input>: <what is wrong>`` in one line; an ``InputError`` already names its input."""
-    message = (str(exc).splitlines() or [exc.__class__.__name__])[0]
+    message = one_line(exc, 400)
     if isinstance(exc, InputError) or message.startswith(f"{name}:"):
         return message
     return f"{name}: {message}"

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from provenance.files import check_new_output
+
 MAX_KEY_BYTES = 64 * 1024
 MAX_TEXT_BYTES = 4 * 1024 * 1024
 MAX_JSONL_BYTES = 256 * 1024 * 1024
@@ -45,6 +47,16 @@ class InputError(ValueError):
         self.source = str(source)
         self.problem = problem
         super().__init__(f"{source}: {problem}")
+
+
+def one_line(message: object, limit: int = 200) -> str:
+    """``message`` (an exception, a library's complaint) as one short printable line for an error
+    message: whitespace collapsed, control characters replaced, at most ``limit`` characters."""
+    text = " ".join(str(message).split())
+    if not text and isinstance(message, BaseException):
+        text = message.__class__.__name__
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def format_size(n_bytes: int) -> str:
@@ -186,6 +198,14 @@ def is_jsonl(name: str | os.PathLike) -> bool:
     """JSON lines are recognised by the file name alone (``.jsonl``, ``.ndjson``), never by trying to
     parse: a plain text that happens to look like JSON is scored as the text it is."""
     return Path(str(name)).suffix.lower() in JSONL_SUFFIXES
+
+
+def check_jsonl_output(path: str | os.PathLike, force: bool, what: str) -> Path:
+    """An output of ``what`` (records, documents) checked before any work: a JSON-lines name, and no
+    existing file unless ``force``."""
+    if not is_jsonl(path):
+        raise InputError(path, f"{what} are JSON lines: name the file {' or '.join(JSONL_SUFFIXES)}")
+    return check_new_output(path, force)
 
 
 def iter_jsonl(name: str | os.PathLike, data: str, field: str = "text") -> Iterator[tuple[int, Any, str | InputError]]:

@@ -15,7 +15,7 @@ import click
 
 from provenance.cli_support import FiniteFloatRange
 from provenance.files import check_new_output, write_text_atomic
-from provenance.readers import InputError, is_jsonl, read_documents, read_text
+from provenance.readers import InputError, check_jsonl_output, read_documents, read_text
 
 
 @click.command("watermark")
@@ -69,9 +69,7 @@ def dataset_mark(in_file, out, k, model, force):
     from text_wm.synonyms import SynonymProposer
 
     quiet_libraries()
-    out_path = check_new_output(out, force)
-    if not is_jsonl(out_path):
-        raise InputError(out_path, "marked documents are JSON lines: name the file .jsonl or .ndjson")
+    out_path = check_jsonl_output(out, force, "marked documents")
     texts, rows = read_documents(in_file)
     lm, tokenizer = load_text_model(model)
     lexi = LexiMark(SynonymProposer(lm, tokenizer, fluency_margin=LEXIMARK_FLUENCY_MARGIN), k=k)
