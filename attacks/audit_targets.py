@@ -28,6 +28,11 @@ import numpy as np
 
 from attacks.quality import image_quality, text_similarity
 from attacks.registry import Attack, Modality
+from image_wm import loading
+from image_wm.image_io import write_image
+from image_wm.pipeline import DEFAULT_STEPS, initial_noise
+from image_wm.schemes import SCHEME_NAMES, get_scheme
+from image_wm.video.pipeline import WatermarkedVideoPipeline
 from provenance.keys import WatermarkKey
 from provenance.models import diffusion_weights, update_with_weights
 from provenance.result import DetectionResult, UnscoreableInput
@@ -82,11 +87,9 @@ def describe_setup(settings: dict[str, Any], *modules: Any) -> str:
     return digest.hexdigest()
 
 
-def describe_diffusion_setup(pipe: Any, steps: int, **settings: Any) -> str:
-    """``describe_setup`` for a diffusers pipeline run at ``steps`` and the reference guidance."""
-    from image_wm.pipeline import DEFAULT_GUIDANCE
-
-    return describe_setup({"steps": steps, "guidance": DEFAULT_GUIDANCE, **settings}, *diffusion_weights(pipe))
+def describe_diffusion_setup(pipe: Any, steps: int, guidance: float | None, **settings: Any) -> str:
+    """``describe_setup`` for a diffusers pipeline run at ``steps`` and ``guidance``."""
+    return describe_setup({"steps": steps, "guidance": guidance, **settings}, *diffusion_weights(pipe))
 
 
 def attack_models(attack: Attack, offered: dict[str, Any]) -> dict[str, Any]:
@@ -120,10 +123,8 @@ def derived_payload(n_bytes: int, seed: int) -> bytes | None:
 
 # -- image targets ----------------------------------------------------------------------
 def audit_prompts(n: int, seed: int) -> list[str]:
-    """``n`` captions of seeded procedural scenes: prompts the reference model was built for."""
-    from image_wm.reference import scenes
-
-    return scenes.generate(n, seed)[1]
+    """``n`` seeded prompts (``image_wm.loading.default_prompts``: procedural scene captions)."""
+    return loading.default_prompts(n, seed)
 
 
 class ImageTarget:
@@ -131,36 +132,32 @@ class ImageTarget:
 
     modality: Modality = "image"
 
-    def __init__(self, scheme: str, key: WatermarkKey, *, pipe: Any = None, model: str | None = None,
-                 steps: int | None = None) -> None:
-        from image_wm.pipeline import DEFAULT_STEPS
-
+    def __init__(self, scheme: str, key: WatermarkKey, *, model: str | None = None, steps: int | None = None) -> None:
         self.scheme, self.key, self.key_id = scheme, key, key.key_id
-        self._pipe, self._model = pipe, model
+        self._model = model
         self.steps = DEFAULT_STEPS if steps is None else int(steps)
 
     @property
-    def pipe(self) -> Any:
-        if self._pipe is None:
-            from image_wm.reference import load_text_to_image, shared
+    def diffusion(self) -> loading.DiffusionModel:
+        """The model (``--model`` folder, else the reference world), loaded once per process."""
+        return loading.shared_model(self._model)
 
-            self._pipe = shared(load_text_to_image, self._model)
-        return self._pipe
+    @property
+    def pipe(self) -> Any:
+        return self.diffusion.pipe
 
     @cached_property
     def setup_id(self) -> str:
-        return describe_diffusion_setup(self.pipe, self.steps)
+        return describe_diffusion_setup(self.pipe, self.steps, self.diffusion.guidance)
 
     def plain_images(self, prompts: list[str], seed: int) -> np.ndarray:
         """Unwatermarked images, image ``i`` from plain noise seeded ``seed + i``."""
-        from image_wm.pipeline import DEFAULT_GUIDANCE, WatermarkedPipeline, initial_noise
-
-        runner = WatermarkedPipeline(self.pipe, "tree-ring", self.key)  # any noise-only scheme: run_pipeline only
+        runner = self.diffusion.watermarked("tree-ring", self.key)  # any noise-only scheme: run_pipeline only
         out = []
         for a in range(0, len(prompts), IMAGE_BATCH):
             b = min(a + IMAGE_BATCH, len(prompts))
-            noise = initial_noise(runner.latent_shape(b - a), [seed + i for i in range(a, b)])
-            out.append(runner.run_pipeline(prompts[a:b], noise, self.steps, DEFAULT_GUIDANCE))
+            out.append(runner.run_pipeline(prompts[a:b], runner.plain_latents(list(range(seed + a, seed + b))),
+                                           self.steps, runner.guidance))
         return np.concatenate(out)
 
     def apply(self, attack: Attack, items: np.ndarray, strength: float, seed: int, cover: np.ndarray) -> np.ndarray:
@@ -172,8 +169,6 @@ class ImageTarget:
         return image_quality(original, attacked)
 
     def save_example(self, item: np.ndarray, path_stem: Path) -> str:
-        from image_wm.image_io import write_image
-
         return write_image(path_stem.with_suffix(".png"), item).name
 
 
@@ -181,8 +176,6 @@ class LatentImageTarget(ImageTarget):
     """A latent-noise scheme (``image_wm.schemes``) through ``WatermarkedPipeline``; detection inverts."""
 
     def __init__(self, scheme: str, key: WatermarkKey, **kwargs: Any) -> None:
-        from image_wm.schemes import get_scheme
-
         super().__init__(scheme, key, **kwargs)
         self.watermark = get_scheme(scheme)
         self._wrapped: Any = None
@@ -190,9 +183,7 @@ class LatentImageTarget(ImageTarget):
     @property
     def wrapped(self) -> Any:
         if self._wrapped is None:
-            from image_wm.pipeline import WatermarkedPipeline
-
-            self._wrapped = WatermarkedPipeline(self.pipe, self.watermark, self.key)
+            self._wrapped = self.diffusion.watermarked(self.watermark, self.key)
         return self._wrapped
 
     def make(self, n: int, seed: int) -> Items:
@@ -225,7 +216,6 @@ class PostHocImageTarget(ImageTarget):
 def image_target(scheme: str, key: WatermarkKey, **kwargs: Any) -> ImageTarget:
     """Latent schemes (``image_wm.schemes``) and post-hoc baselines (``attacks.baselines``) by name."""
     from attacks.baselines import BASELINE_NAMES, get_baseline
-    from image_wm.schemes import SCHEME_NAMES
 
     if scheme in SCHEME_NAMES:
         return LatentImageTarget(scheme, key, **kwargs)
@@ -264,10 +254,10 @@ class TextTarget:
 
     def __init__(self, scheme: str, key: WatermarkKey, *, model: str | None = None, lm: Any = None,
                  tokenizer: Any = None, tokens: int = DEFAULT_TEXT_TOKENS) -> None:
-        from text_wm.registry import get_scheme
+        from text_wm.registry import get_scheme as get_text_scheme
 
         self.scheme, self.key, self.key_id = scheme, key, key.key_id
-        self.watermark = get_scheme(scheme)
+        self.watermark = get_text_scheme(scheme)
         self._model, self._lm, self._tokenizer = model, lm, tokenizer
         self.tokens = int(tokens)
 
@@ -349,38 +339,31 @@ class VideoTarget:
     modality: Modality = "video"
     scheme = "videomark"
 
-    def __init__(self, key: WatermarkKey, *, pipe: Any = None, model: str | None = None, steps: int | None = None,
+    def __init__(self, key: WatermarkKey, *, model: str | None = None, steps: int | None = None,
                  frames: int = 8) -> None:
-        from image_wm.pipeline import DEFAULT_STEPS
-
         self.key, self.key_id = key, key.key_id
-        self._pipe, self._model, self.frames = pipe, model, frames
+        self._model, self.frames = model, frames
         self.steps = DEFAULT_STEPS if steps is None else int(steps)
-        self._wrapped: Any = None
+        self._wrapped: WatermarkedVideoPipeline | None = None
 
     @property
-    def wrapped(self) -> Any:
+    def wrapped(self) -> WatermarkedVideoPipeline:
         """The watermarking video pipeline, built on first use."""
         if self._wrapped is None:
-            from image_wm.reference import load_text_to_video, shared
-            from image_wm.video import WatermarkedVideoPipeline
-
-            pipe = self._pipe if self._pipe is not None else shared(load_text_to_video, self._model)
-            self._wrapped = WatermarkedVideoPipeline(pipe, self.key)
+            model = loading.shared_model(self._model, "text-to-video")
+            self._wrapped = WatermarkedVideoPipeline(model.pipe, self.key, model_name=model.name, guidance=model.guidance)
         return self._wrapped
 
     @cached_property
     def setup_id(self) -> str:
-        return describe_diffusion_setup(self.wrapped.pipe, self.steps, frames=self.frames)
+        return describe_diffusion_setup(self.wrapped.pipe, self.steps, self.wrapped.guidance, frames=self.frames)
 
     def make(self, n: int, seed: int) -> Items:
-        from image_wm.pipeline import DEFAULT_GUIDANCE, initial_noise
-
         wrapped, prompts = self.wrapped, video_prompts(n, seed)
         marked = [wrapped(p, num_frames=self.frames, seed=seed + i, num_inference_steps=self.steps).videos[0]
                   for i, p in enumerate(prompts)]
         twins = [wrapped.run_pipeline([p], initial_noise(wrapped.latent_shape(self.frames), [seed + i]), self.steps,
-                                      DEFAULT_GUIDANCE)[0] for i, p in enumerate(prompts)]
+                                      wrapped.guidance)[0] for i, p in enumerate(prompts)]
         return Items(marked, twins, None)
 
     def detect(self, items: list[np.ndarray], fpr: float, payload: bytes | None) -> list[DetectionResult]:
@@ -398,16 +381,12 @@ class VideoTarget:
         return image_quality(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
 
     def save_example(self, item: np.ndarray, path_stem: Path) -> str:
-        from image_wm.image_io import write_image
-
         return write_image(path_stem.with_suffix(".png"), np.concatenate(list(item), axis=1)).name  # frames side by side
 
 
 def video_prompts(n: int, seed: int) -> list[str]:
-    """``n`` captions of seeded procedural clips: prompts the reference video model was built for."""
-    from image_wm.reference import scenes
-
-    return scenes.generate_videos(n, seed, frames=2)[1]
+    """``n`` seeded clip prompts (``image_wm.loading.default_prompts``: procedural clip captions)."""
+    return loading.default_prompts(n, seed, video=True)
 
 
 def make_targets(modality: Modality, schemes: Sequence[str], key: WatermarkKey, *, model: str | None = None,

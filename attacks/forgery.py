@@ -9,7 +9,7 @@ the key holder never made it; it succeeds when the detector says "watermarked". 
   test only the noise, so the new image carries their mark; SEAL keys the noise on the image's
   caption, so a new caption should no longer match. ``strength`` is the attacker's effort: the
   number of DDIM inversion steps (5..50). ``object-insertion`` pastes a foreign procedural object
-  (a random shape of ``image_wm.reference.scenes``, anti-aliased) at a random place, its bounding
+  (a random shape of ``image_wm.scenes``, anti-aliased) at a random place, its bounding
   square covering ``strength`` of the image area (SEAL's "cat attack" uses 0.3 to 0.6 of the side,
   0.09 to 0.36 of the area): the content changes, a noise-only detector still accepts.
 - Preference-model attacks (WMForger, 10c) with ``attacks.preference_model``: ``pm-removal``
@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from attacks.preference_model import PreferenceModel, load_preference_model
-from attacks.regeneration import at_model_size, image_batch, text_to_image_pipeline
+from attacks.regeneration import REGENERATION_GUIDANCE, at_model_size, image_batch, text_to_image_pipeline
 from attacks.registry import register
-from image_wm.denoiser import image_side, pipeline_latents
+from image_wm import scenes
+from image_wm.families import adapter_for
 from image_wm.inversion import invert_images, pixels_to_tensor
-from image_wm.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, to_uint8
-from image_wm.reference import scenes
+from image_wm.pipeline import DEFAULT_STEPS, to_uint8
 
 __all__ = ["foreign_prompts", "foreign_object", "noise_extraction", "object_insertion", "pm_removal", "pm_transplant",
            "removal_residual"]
@@ -54,7 +54,7 @@ def foreign_prompts(count: int, seed: int) -> list[str]:
 @register("noise-extraction", "image", 5, 50, 25, unit="DDIM inversion steps", kind="forgery")
 def noise_extraction(images: np.ndarray, strength: float, seed: int = 0, *, pipe: Any = None,
                      prompts: list[str] | None = None, steps: int = DEFAULT_STEPS,
-                     guidance: float = DEFAULT_GUIDANCE) -> np.ndarray:
+                     guidance: float = REGENERATION_GUIDANCE) -> np.ndarray:
     """Noise-extraction forgery: invert to the initial noise, generate anew from it with another prompt."""
     pipe = text_to_image_pipeline(pipe)
 
@@ -63,11 +63,11 @@ def noise_extraction(images: np.ndarray, strength: float, seed: int = 0, *, pipe
         if len(wanted) != len(batch):
             raise ValueError(f"noise-extraction needs one prompt per image: {len(wanted)} prompts, {len(batch)} images")
         noise = invert_images(pipe, batch, num_steps=int(round(strength)))
-        out = pipe(wanted, latents=pipeline_latents(pipe, noise), num_inference_steps=steps,
+        out = pipe(wanted, latents=adapter_for(pipe).pipeline_latents(noise), num_inference_steps=steps,
                    guidance_scale=guidance, output_type="np")
         return to_uint8(out.images)
 
-    return at_model_size(images, image_side(pipe), attack)
+    return at_model_size(images, adapter_for(pipe).image_side, attack)
 
 
 def foreign_object(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ images above clean ones"); WMForger's "clean-ness" preference is its negative. T
 Bradley-Terry ranking loss on pairs that differ only by the pattern,
 ``softplus(score(clean) - score(patterned))``, i.e. ``-log P[patterned ranked above clean]``.
 
-Data: seeded procedural scenes (``image_wm.reference.scenes``) with, or without, one of four
+Data: seeded procedural scenes (``image_wm.scenes``) with, or without, one of four
 pattern families at a low amplitude (RMS 1.5 to 5 grey levels, PSNR about 34 to 45 dB, then
 8-bit rounding as a saved image has): random sinusoidal gratings, rings in the Fourier spectrum
 (Tree-Ring-like), random-phase noise under a keyed spectral envelope (WMForger's
@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from image_wm.inversion import pixels_to_tensor
-from image_wm.reference import scenes
+from image_wm import scenes
 
 __all__ = ["PATTERN_KINDS", "HELD_OUT_SEED", "PreferenceModel", "watermark_like_patterns", "apply_patterns",
            "patterned_pairs", "pairwise_accuracy", "load_preference_model", "WEIGHTS", "main"]

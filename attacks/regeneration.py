@@ -19,7 +19,7 @@ structure latent watermarks rely on (CtrlRegen, 10b; visual paraphrase, 10a).
 
 Models: ``pipe=`` takes any diffusers Stable-Diffusion-style pipeline (text-to-image or img2img;
 the other is built from its components), ``captioner=`` anything with ``caption(images) ->
-list[str]``; otherwise the reference models are loaded once per process. Work runs on the
+list[str]``; otherwise the default model and captioner (``image_wm.loading``) are loaded once per process. Work runs on the
 pipeline's device, batched; ``steps=`` sets the full denoising schedule (default 25, of which
 img2img runs the last ``strength`` share). Images are resized to the model's size for the model and back to
 their own size afterwards, so shapes are kept. Image ``i`` of a call draws its noise from a CPU
@@ -35,18 +35,21 @@ import numpy as np
 import torch
 
 from attacks.registry import register
-from image_wm.denoiser import image_side, latent_shape, pipeline_latents
+from image_wm import loading
+from image_wm.families import adapter_for
 from image_wm.image_io import resize_images
 from image_wm.inversion import decode_latents, encode_images
-from image_wm.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, to_uint8
-from image_wm.reference.pipelines import quiet
+from image_wm.pipeline import DEFAULT_STEPS, to_uint8
 
 __all__ = ["image_batch", "at_model_size", "text_to_image_pipeline", "img2img_pipeline",
            "default_captioner", "noise_generators", "regenerate", "vae_round_trip", "regen", "rinse", "visual_paraphrase",
-           "RINSE_STRENGTH", "PARAPHRASE_GUIDANCE"]
+           "RINSE_STRENGTH", "PARAPHRASE_GUIDANCE", "REGENERATION_GUIDANCE"]
 
 RINSE_STRENGTH = 0.3
 PARAPHRASE_GUIDANCE = 5.0
+# regeneration from clean noise (and the noise-extraction forgery) generates at low guidance, which
+# keeps its images on the model's latent manifold: an attacker's choice, the same for every model
+REGENERATION_GUIDANCE = 2.0
 
 
 # --------------------------------------------------------------------------- plumbing shared with attacks.forgery
@@ -73,12 +76,6 @@ def noise_generators(seed: int, count: int, stage: int = 0) -> list[torch.Genera
             for i in range(count)]
 
 
-def _reference_text_to_image():
-    from image_wm.reference import load_text_to_image, shared
-
-    return shared(load_text_to_image)
-
-
 @lru_cache(maxsize=8)
 def _converted(auto, pipe):
     """``pipe``'s modules as ``auto``'s pipeline of the same family, at the same default size.
@@ -87,7 +84,8 @@ def _converted(auto, pipe):
     pipeline rather than in a config (FLUX's only way to change its native size) would fall back
     to the class default, and img2img would regenerate at another size than the model's.
     """
-    converted = quiet(auto.from_pipe(pipe))
+    converted = auto.from_pipe(pipe)
+    converted.set_progress_bar_config(disable=True)
     if hasattr(pipe, "default_sample_size"):
         converted.default_sample_size = pipe.default_sample_size
     return converted
@@ -98,26 +96,24 @@ def _is_img2img(pipe: Any) -> bool:
 
 
 def text_to_image_pipeline(pipe: Any = None):
-    """``pipe`` as a text-to-image pipeline over the same modules (the reference one when ``None``)."""
+    """``pipe`` as a text-to-image pipeline over the same modules (the default model's when ``None``)."""
     from diffusers import AutoPipelineForText2Image
 
-    pipe = _reference_text_to_image() if pipe is None else pipe
+    pipe = loading.shared_model().pipe if pipe is None else pipe
     return _converted(AutoPipelineForText2Image, pipe) if _is_img2img(pipe) else pipe
 
 
 def img2img_pipeline(pipe: Any = None):
-    """``pipe`` as an img2img pipeline over the same modules (the reference one when ``None``)."""
+    """``pipe`` as an img2img pipeline over the same modules (the default model's when ``None``)."""
     from diffusers import AutoPipelineForImage2Image
 
-    pipe = _reference_text_to_image() if pipe is None else pipe
+    pipe = loading.shared_model().pipe if pipe is None else pipe
     return pipe if _is_img2img(pipe) else _converted(AutoPipelineForImage2Image, pipe)
 
 
 def default_captioner(captioner: Any = None):
-    """``captioner`` if given, else the reference scene captioner (loaded once per process)."""
-    from image_wm.reference import load_captioner, shared
-
-    return shared(load_captioner) if captioner is None else captioner
+    """``captioner`` if given, else the default model's captioner (loaded once per process)."""
+    return loading.default_captioner() if captioner is None else captioner
 
 
 # --------------------------------------------------------------------------- the attacks
@@ -133,8 +129,9 @@ def regenerate(images: np.ndarray, strength: float, prompts: list[str], *, pipe:
     generators = noise_generators(seed, len(images), stage)
     if strength >= 1.0:
         t2i = text_to_image_pipeline(pipe)
-        latents = torch.cat([torch.randn(latent_shape(t2i, 1), generator=g) for g in generators])
-        out = t2i(prompts, latents=pipeline_latents(t2i, latents), num_inference_steps=steps,
+        adapter = adapter_for(t2i)
+        latents = torch.cat([torch.randn(adapter.latent_shape(1), generator=g) for g in generators])
+        out = t2i(prompts, latents=adapter.pipeline_latents(latents), num_inference_steps=steps,
                   guidance_scale=guidance, output_type="np")
     else:
         i2i = img2img_pipeline(pipe)
@@ -157,7 +154,7 @@ def vae_round_trip(images: np.ndarray, strength: float, seed: int = 0, *, pipe: 
             batch = decode_latents(pipe, encode_images(pipe, batch))
         return batch
 
-    return at_model_size(images, image_side(pipe), attack)
+    return at_model_size(images, adapter_for(pipe).image_side, attack)
 
 
 @register("regen", "image", 0.1, 1.0, 0.5, unit="img2img strength")
@@ -169,10 +166,10 @@ def regen(images: np.ndarray, strength: float, seed: int = 0, *, pipe: Any = Non
     def attack(batch: np.ndarray) -> np.ndarray:
         if strength >= 1.0:
             return regenerate(batch, 1.0, _captions(batch, captioner), pipe=pipe, seed=seed,
-                              guidance=DEFAULT_GUIDANCE, steps=steps)
+                              guidance=REGENERATION_GUIDANCE, steps=steps)
         return regenerate(batch, strength, [""] * len(batch), pipe=pipe, seed=seed, steps=steps)
 
-    return at_model_size(images, image_side(pipe), attack)
+    return at_model_size(images, adapter_for(pipe).image_side, attack)
 
 
 @register("rinse", "image", 1, 5, 2, unit="regenerations")
@@ -189,7 +186,7 @@ def rinse(images: np.ndarray, strength: float, seed: int = 0, *, pipe: Any = Non
                                steps=steps)
         return batch
 
-    return at_model_size(images, image_side(pipe), attack)
+    return at_model_size(images, adapter_for(pipe).image_side, attack)
 
 
 @register("visual-paraphrase", "image", 0.1, 1.0, 0.4, unit="img2img strength")
@@ -202,4 +199,4 @@ def visual_paraphrase(images: np.ndarray, strength: float, seed: int = 0, *, pip
         return regenerate(batch, strength, _captions(batch, captioner), pipe=pipe, seed=seed, guidance=guidance,
                           steps=steps)
 
-    return at_model_size(images, image_side(pipe), attack)
+    return at_model_size(images, adapter_for(pipe).image_side, attack)

@@ -231,7 +231,7 @@ def pipeline_section(dev: torch.device, key: WatermarkKey, steps: int) -> None:
     """
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
-    from image_wm.inversion import ddim_invert, encode_images
+    from image_wm.inversion import encode_images, invert_latents
     from image_wm.pipeline import WatermarkedPipeline, initial_noise
     from image_wm.reference.components import WEIGHTS_DIR
     from image_wm.reference.pipelines import REFERENCE_GUIDANCE
@@ -254,15 +254,15 @@ def pipeline_section(dev: torch.device, key: WatermarkKey, steps: int) -> None:
             scheduler=DDIMScheduler.from_pretrained(WEIGHTS_DIR / "scheduler"), text_encoder=None, tokenizer=None,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
-        wps = [WatermarkedPipeline(pipe, scheme, key) for _, _, scheme in schemes]
+        wps = [WatermarkedPipeline(pipe, scheme, key, guidance=REFERENCE_GUIDANCE) for _, _, scheme in schemes]
         latents = torch.cat([wp.watermarked_latents([10 + i], payload) for i, (wp, (_, payload, _))
                              in enumerate(zip(wps, schemes))] + [initial_noise((1, 4, 16, 16), [13])])
         with torch.inference_mode():
             (images, inverted), seconds = timed(device, lambda: (
                 im := wps[0].run_pipeline(None, latents, steps, REFERENCE_GUIDANCE, prompt_embeds=cond.to(device),
                                           negative_prompt_embeds=uncond.to(device)),
-                ddim_invert(pipe, encode_images(pipe, im), steps,
-                            condition={"encoder_hidden_states": uncond.to(device)})))
+                invert_latents(pipe, encode_images(pipe, im), steps,
+                               condition={"encoder_hidden_states": uncond.to(device)})))
         runs.append({"images": images, "inverted": inverted.float().cpu(), "seconds": seconds,
                      "results": [(wp.scheme.detect(inverted[i:i + 1], key, fpr=0.01)[0],
                                   wp.scheme.detect(inverted[-1:], key, fpr=0.01)[0]) for i, wp in enumerate(wps)]})

@@ -33,9 +33,10 @@ from scipy import stats as sps  # noqa: E402
 
 from benchmarks.reference_models import HELD_OUT_SEED, subject_found  # noqa: E402
 from benchmarks.report import write_section  # noqa: E402
+from image_wm import scenes  # noqa: E402
+from image_wm.loading import load_model  # noqa: E402
 from image_wm.pipeline import DEFAULT_STEPS, WatermarkedPipeline, initial_noise  # noqa: E402
-from image_wm.reference import scenes  # noqa: E402
-from image_wm.reference.pipelines import REFERENCE_GUIDANCE, load_captioner, load_text_to_image  # noqa: E402
+from image_wm.reference.pipelines import REFERENCE_GUIDANCE, load_captioner  # noqa: E402
 from provenance.keys import WatermarkKey  # noqa: E402
 
 LEVELS = (1e-2, 1e-3)
@@ -125,10 +126,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pipe, captioner = load_text_to_image("cpu"), load_captioner("cpu")
+    # the reference model with its own guidance (2.0), scene captioner (SEAL) and calibration probes
+    model, captioner = load_model(device="cpu"), load_captioner("cpu")
     key = WatermarkKey.from_seed(2026)
     _, prompts, specs = scenes.generate(args.n, seed=HELD_OUT_SEED + 10)
-    base = WatermarkedPipeline(pipe, "prc", key)
+    base = model.watermarked("prc", key)
     plain, plain_seconds = plain_images(base, prompts, seed=0, batch=args.batch)
     other, _ = plain_images(base, prompts, seed=10_000, batch=args.batch)
     plain_features = captioner_features(captioner, plain)
@@ -137,7 +139,7 @@ def main() -> None:
 
     main_rows, quality_rows, step_rows = [], [], []
     for name in args.schemes.split(","):
-        wp = WatermarkedPipeline(pipe, name, key)
+        wp = model.watermarked(name, key)
         payload = bytes(range(0xA5, 0xA5 + wp.scheme.payload_bytes)) if wp.scheme.payload_bytes else None
         images, overhead = watermarked(wp, prompts, payload, seed=0, batch=args.batch, plain_seconds=plain_seconds)
         for steps in STEP_COUNTS:

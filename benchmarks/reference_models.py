@@ -29,8 +29,7 @@ import torch  # noqa: E402
 
 from attacks.quality import psnr  # noqa: E402
 from benchmarks.report import write_section  # noqa: E402
-from image_wm import inversion  # noqa: E402
-from image_wm.reference import scenes  # noqa: E402
+from image_wm import inversion, scenes  # noqa: E402
 from image_wm.reference.pipelines import (  # noqa: E402
     REFERENCE_GUIDANCE, load_captioner, load_text_to_image, load_text_to_video,
 )
@@ -157,7 +156,7 @@ def main() -> None:
     for steps in (10, 25, 50):
         full = sign_agreement(inversion.invert_images(pipe, pixels, num_steps=steps), truth)
         lines.append(f"| sign agreement, {n} images, full path (PNG -> encode -> {steps}-step DDIM inversion) | {fmt(full)} |")
-    no_vae = sign_agreement(inversion.ddim_invert(pipe, z0_inv, 50), truth)
+    no_vae = sign_agreement(inversion.invert_latents(pipe, z0_inv, 50), truth)
     lines.append(f"| sign agreement, {n} images, no VAE round trip (50 steps) | {fmt(no_vae)} |")
     m = args.n_decinv
     refined = sign_agreement(inversion.invert_images(pipe, pixels[:m], 50, decoder_steps=100), truth[:m])
@@ -171,8 +170,8 @@ def main() -> None:
     v_latents = generate_latents(video_pipe, video_prompts, v_noise, REFERENCE_GUIDANCE, batch=4)
     video_seconds = (time.perf_counter() - t0) / args.n_video
     frames = inversion.decode_latents(video_pipe, v_latents)
-    v_full = sign_agreement(inversion.ddim_invert(video_pipe, inversion.encode_images(video_pipe, frames), 50), v_noise)
-    v_no_vae = sign_agreement(inversion.ddim_invert(video_pipe, v_latents, 50), v_noise)
+    v_full = sign_agreement(inversion.invert_latents(video_pipe, inversion.encode_images(video_pipe, frames), 50), v_noise)
+    v_no_vae = sign_agreement(inversion.invert_latents(video_pipe, v_latents, 50), v_noise)
     lines.append(f"| sign agreement, {args.n_video} 16-frame videos, full path / no VAE (50 steps) | "
                  f"{fmt(v_full)} / {fmt(v_no_vae)} |")
 

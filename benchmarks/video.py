@@ -32,9 +32,9 @@ from tqdm import tqdm  # noqa: E402
 import attacks  # noqa: E402
 from attacks.video import temporal_map  # noqa: E402
 from benchmarks.report import write_section  # noqa: E402
+from image_wm import scenes  # noqa: E402
 from image_wm.pipeline import DEFAULT_STEPS, initial_noise  # noqa: E402
-from image_wm.reference import load_text_to_video, scenes  # noqa: E402
-from image_wm.reference.pipelines import REFERENCE_GUIDANCE  # noqa: E402
+from image_wm.reference import REFERENCE_GUIDANCE, load_text_to_video  # noqa: E402
 from image_wm.video import WatermarkedVideoPipeline  # noqa: E402
 from image_wm.video.video_io import read_video, write_video  # noqa: E402
 from provenance.keys import WatermarkKey  # noqa: E402
@@ -73,7 +73,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     pipe = load_text_to_video("cpu")
-    wm = WatermarkedVideoPipeline(pipe, WatermarkKey.from_seed("benchmark-video"))
+    wm = WatermarkedVideoPipeline(pipe, WatermarkKey.from_seed("benchmark-video"), model_name="reference",
+                                  guidance=REFERENCE_GUIDANCE)
     prompts = scenes.generate_videos(args.n, HELD_OUT_SEED, frames=2)[1]
     rows: dict[str, list[tuple[bool, bool, float, float]]] = {}
     plain_p, gen_s, latent_s, examples = [], 0.0, 0.0, []

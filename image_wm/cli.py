@@ -8,35 +8,94 @@ folder of the wrong kind) into a one-line error with exit code 2.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import click
 import numpy as np
 
-from image_wm.image_io import MAX_IMAGE_PIXELS, check_image_output, read_image
+from image_wm.image_io import MAX_IMAGE_PIXELS, check_image_output, read_image, write_image
+from image_wm.loading import DTYPE_CHOICES, DiffusionModel, check_captioner, describe, folder_task, load_model
+from image_wm.pipeline import WatermarkedPipeline
 from image_wm.schemes import DEFAULT_FPR, SCHEME_NAMES, get_scheme
 from provenance import c2pa_cli
 from provenance.cli_support import FiniteFloatRange, attempt, detect_outcomes, report
-from provenance.readers import parse_payload_hex
+from provenance.device import parse_device
+from provenance.keys import WatermarkKey
+from provenance.models import quiet_libraries
+from provenance.readers import InputError, parse_payload_hex
 from provenance.result import DetectionResult
 
 
-def _load_pipeline(model: str | None, scheme: str, key_file: str, calibrate: bool = True):
-    from image_wm.pipeline import WatermarkedPipeline
-    from image_wm.reference import load_text_to_image
-    from provenance.keys import WatermarkKey
-    from provenance.models import quiet_libraries
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model options of a command: which folder (None: the reference world), dtype, device, captioner."""
 
-    quiet_libraries()
+    model: str | None
+    dtype: str
+    device: str | None
+    captioner: str | None = None
+
+    def load(self, task: str = "text-to-image") -> DiffusionModel:
+        quiet_libraries()
+        return load_model(self.model, task=task, dtype=self.dtype, device=self.device, captioner=self.captioner)
+
+
+def _load_pipeline(choice: ModelChoice, scheme: str, key_file: str, calibrate: bool = True) -> WatermarkedPipeline:
+    """Key and captioner checked first (one line each), then the model loaded once."""
     key = WatermarkKey.load(key_file)
-    pipe = load_text_to_image(path=model)
-    return WatermarkedPipeline(pipe, scheme, key, model_name=model or "reference", calibrate=calibrate)
+    check_captioner(get_scheme(scheme), choice.model or "reference", choice.model is None or choice.captioner is not None)
+    return choice.load().watermarked(scheme, key, calibrate=calibrate)
+
+
+def model_options(video: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--model``, ``--dtype`` and ``--device`` (and for images ``--captioner``), given to the command
+    as one ``choice: ModelChoice``."""
+    folder = "text-to-video folder" if video else \
+        "pipeline folder (Stable Diffusion 1.x/2.x, SDXL, 3 or FLUX.1)"
+    options = [
+        click.option("--model", default=None, type=click.Path(file_okay=False),
+                     help=f"Local diffusers {folder}; default: the reference model."),
+        click.option("--dtype", default="auto", show_default=True, type=click.Choice(DTYPE_CHOICES),
+                     help="Weights' dtype (auto: as stored in the folder, float16 as float32 on a CPU)."),
+        click.option("--device", default=None, callback=_device_callback,
+                     help="auto, cpu, cuda, cuda:N or mps (default: $PROVENANCE_DEVICE, else the best available)."),
+    ]
+    if not video:
+        options.append(click.option("--captioner", default=None, type=click.Path(file_okay=False),
+                                    help="Local transformers image-to-text folder: SEAL's captioner for --model "
+                                         "(the reference model has its own)."))
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def with_choice(*args: Any, model: str | None, dtype: str, device: str | None, captioner: str | None = None,
+                        **kwargs: Any) -> Any:
+            return command(*args, choice=ModelChoice(model, dtype, device, captioner), **kwargs)
+
+        for option in reversed(options):
+            with_choice = option(with_choice)
+        return with_choice
+
+    return decorate
+
+
+def _device_callback(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_device(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 _key_option = click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
 _scheme_option = click.option("--scheme", required=True, type=click.Choice(SCHEME_NAMES), help="Watermark scheme.")
-_model_option = click.option("--model", default=None, type=click.Path(file_okay=False),
-                             help="Local diffusers pipeline folder (Stable Diffusion 1.x/2.x, SDXL, 3 or FLUX.1).")
+guidance_option = click.option("--guidance", default=None, type=FiniteFloatRange(0, 100),
+                               help="Classifier-free guidance (default: the model's own: its family's documented "
+                                    "default, 2.0 for the reference model).")
 # shared with the video commands (image_wm/video/cli.py): inversion steps, detection FPR, pixel cap
 steps_option = click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000),
                              help="Inversion steps (DDIM, or Euler for flow matching).")
@@ -52,10 +111,10 @@ def read_images(paths: Sequence[str], max_pixels: int) -> list[tuple[str, np.nda
     return [(path, attempt(path, lambda path=path: read_image(path, max_pixels=max_pixels))) for path in paths]
 
 
-def _detector(key_file: str, scheme: str, model: str | None, steps: int, fpr: float, decoder_steps: int = 0,
+def _detector(key_file: str, scheme: str, choice: ModelChoice, steps: int, fpr: float, decoder_steps: int = 0,
               calibrate: bool = True) -> Callable[[list[np.ndarray]], list[DetectionResult]]:
     """Detection for images already read: loads the model once, then one batch per call."""
-    pipeline = _load_pipeline(model, scheme, key_file, calibrate=calibrate)
+    pipeline = _load_pipeline(choice, scheme, key_file, calibrate=calibrate)
 
     def detect(images: list[np.ndarray]) -> list[DetectionResult]:
         batch = np.stack([pipeline.native_size(im[None])[0] for im in images])
@@ -74,29 +133,21 @@ def image() -> None:
 @_scheme_option
 @click.option("--prompt", required=True, help="Text prompt.")
 @click.option("--payload", default=None, help="Hex payload for multi-bit schemes (gaussian-shading, prc).")
-@_model_option
+@model_options()
 @click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--guidance", default=None, type=FiniteFloatRange(0, 100),
-              help="Classifier-free guidance (default: the reference's 2.0).")
+@guidance_option
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Image file to write: .png (lossless), .webp, .jpg, .bmp or .tif.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def image_generate(key_file, scheme, prompt, payload, model, steps, guidance, seed, out, force):
+def image_generate(key_file, scheme, prompt, payload, choice, steps, guidance, seed, out, force):
     """Generate one watermarked image; prints its generation record as JSON."""
-    import json
-
-    from image_wm.image_io import write_image
-    from image_wm.pipeline import DEFAULT_GUIDANCE
-    from provenance.readers import InputError
-
     if not prompt.strip():
         raise InputError("--prompt", "empty prompt")
     out_path = check_image_output(out, force)
     payload_bytes = parse_payload_hex(payload, get_scheme(scheme).payload_bytes, scheme)
-    pipeline = _load_pipeline(model, scheme, key_file)
-    result = pipeline(prompt, payload=payload_bytes, seed=seed, num_inference_steps=steps,
-                      guidance_scale=DEFAULT_GUIDANCE if guidance is None else guidance)
+    pipeline = _load_pipeline(choice, scheme, key_file)
+    result = pipeline(prompt, payload=payload_bytes, seed=seed, num_inference_steps=steps, guidance_scale=guidance)
     write_image(out_path, result.images[0])
     click.echo(json.dumps({"image": str(out_path), **result.records[0].to_dict()}))
 
@@ -104,7 +155,7 @@ def image_generate(key_file, scheme, prompt, payload, model, steps, guidance, se
 @image.command("detect")
 @_key_option
 @_scheme_option
-@_model_option
+@model_options()
 @steps_option
 @click.option("--decoder-steps", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Decoder-inversion refinement steps before DDIM inversion.")
@@ -115,7 +166,7 @@ def image_generate(key_file, scheme, prompt, payload, model, steps, guidance, se
 @max_pixels_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def image_detect(key_file, scheme, model, steps, decoder_steps, fpr, no_calibration, max_pixels, as_json, images):
+def image_detect(key_file, scheme, choice, steps, decoder_steps, fpr, no_calibration, max_pixels, as_json, images):
     """Test IMAGES for the watermark (inverts each to its initial noise). Every readable image gets
     a verdict; an unreadable one gets an error line and no verdict (exit 2).
 
@@ -123,7 +174,7 @@ def image_detect(key_file, scheme, model, steps, decoder_steps, fpr, no_calibrat
     inversions, then cached; the reference model's ship with the package); --no-calibration
     skips it, at the cost of the fixed-key protection on rotated or erased images."""
     outcomes = detect_outcomes(read_images(images, max_pixels), lambda: _detector(
-        key_file, scheme, model, steps, fpr, decoder_steps, calibrate=not no_calibration))
+        key_file, scheme, choice, steps, fpr, decoder_steps, calibrate=not no_calibration))
     report(outcomes, as_json, lambda name, result: f"{name}: {result.summary()}")
 
 
@@ -131,12 +182,12 @@ def image_detect(key_file, scheme, model, steps, decoder_steps, fpr, no_calibrat
 @_key_option
 @_scheme_option
 @c2pa_cli.signing_options
-@_model_option
+@model_options()
 @steps_option
 @fpr_option
 @max_pixels_option
 @click.argument("image_file", type=click.Path(dir_okay=False))
-def image_sign(key_file, scheme, chain_file, private_key_file, alg, model, steps, fpr, max_pixels, out, force,
+def image_sign(key_file, scheme, chain_file, private_key_file, alg, choice, steps, fpr, max_pixels, out, force,
                image_file):
     """Write a copy of IMAGE_FILE with signed Content Credentials (C2PA) that name its watermark.
 
@@ -145,7 +196,7 @@ def image_sign(key_file, scheme, chain_file, private_key_file, alg, model, steps
     (scheme, key id, payload) and the detection's p-value. The image's pixels are not changed."""
     out_path, signer = c2pa_cli.prepare_signing(image_file, out, force, chain_file, private_key_file, alg)
     pixels = read_image(image_file, max_pixels=max_pixels)
-    c2pa_cli.sign(image_file, out_path, signer, lambda: _detector(key_file, scheme, model, steps, fpr)([pixels])[0])
+    c2pa_cli.sign(image_file, out_path, signer, lambda: _detector(key_file, scheme, choice, steps, fpr)([pixels])[0])
 
 
 @image.command("verify", help=c2pa_cli.verify_help("IMAGES", "--key and --scheme"))
@@ -153,14 +204,29 @@ def image_sign(key_file, scheme, chain_file, private_key_file, alg, model, steps
               help="Key file: also test the watermark (with --scheme).")
 @click.option("--scheme", default=None, type=click.Choice(SCHEME_NAMES), help="Watermark scheme (with --key).")
 @c2pa_cli.trust_option
-@_model_option
+@model_options()
 @steps_option
 @fpr_option
 @max_pixels_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def image_verify(key_file, scheme, trust_anchors, model, steps, fpr, max_pixels, as_json, images):
+def image_verify(key_file, scheme, trust_anchors, choice, steps, fpr, max_pixels, as_json, images):
     if (key_file is None) != (scheme is None):
         raise click.UsageError("give --key and --scheme together, or neither")
-    detect = (lambda: _detector(key_file, scheme, model, steps, fpr)) if key_file else None
+    detect = (lambda: _detector(key_file, scheme, choice, steps, fpr)) if key_file else None
     c2pa_cli.verify(read_images(images, max_pixels), trust_anchors, detect, as_json)
+
+
+@image.command("inspect")
+@model_options()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def image_inspect(choice, as_json):
+    """How a model folder is understood (the reference model without --model): family, dtype, device,
+    default guidance, native size, latent shape, scheduler, inversion and the schemes it supports."""
+    described = describe(choice.load(folder_task(choice.model)))
+    if as_json:
+        click.echo(json.dumps(described))
+        return
+    for name, value in described.items():
+        shown = ", ".join(f"{k} ({v})" for k, v in value.items()) if isinstance(value, dict) else value
+        click.echo(f"{name.replace('_', ' ')}: {shown}")

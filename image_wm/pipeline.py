@@ -4,7 +4,7 @@ Why a wrapper and not a pipeline subclass: every diffusers pipeline already acce
 ``latents=`` (the initial noise), which is all a latent watermark needs. Wrapping keeps the
 user's pipeline untouched (scheduler, guidance, LoRAs, offloading) and works for the
 reference model, Stable Diffusion 1.x/2.x, SDXL and the flow-matching Stable Diffusion 3 and FLUX.1
-alike (the families ``image_wm.denoiser`` supports, which also packs FLUX's noise; any other
+alike (the families of ``image_wm.families``, whose adapter also packs FLUX's noise; any other
 pipeline is refused when it is wrapped).
 
 ``WatermarkedPipeline(pipe, scheme, key)(prompts, payload=..., seed=...)`` returns uint8
@@ -13,10 +13,13 @@ payload, prompt, seed, settings; never the key). ``detect(images)`` resizes each
 model's native size, inverts it to the initial noise (``image_wm.inversion``) and runs the
 scheme's test; a scheme that measures something on the pipeline first (Tree-Ring's nuisance
 directions, ``image_wm.tree_ring_calibration``) does so once, before the first detection.
-Semantic schemes (SEAL) first make a provisional image from plain noise, caption and embed it,
-and derive the watermark noise from that embedding (re-keyed on the final image's own caption
-when it differs, see ``_semantic_generation``); at detection the inspected image's own caption
-variants are embedded.
+A scheme with its own generation loop (SEAL's provisional pass and re-keying,
+``GeneratesItsOwnImages``) runs it through this wrapper's ``run_pipeline`` and
+``watermarked_latents``; at detection a semantic scheme gets the inspected image's own caption
+variants, embedded by ``semantics``.
+
+Generation uses the pipeline family's documented guidance unless the caller (or the model
+provider, ``image_wm.loading``) gives another.
 
 Image ``i`` of a call uses ``torch.Generator().manual_seed(seed + i)`` for its per-image
 randomness, so an image does not depend on the batch it was generated in.
@@ -31,17 +34,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from image_wm.denoiser import family, image_side, latent_shape, pipeline_latents
+from image_wm.families import adapter_for
 from image_wm.image_io import resize_images
 from image_wm.inversion import invert_images
-from image_wm.reference.pipelines import REFERENCE_GUIDANCE
-from image_wm.schemes import DEFAULT_FPR, LatentWatermark, PipelineCalibrated, get_scheme
+from image_wm.schemes import DEFAULT_FPR, GeneratesItsOwnImages, LatentWatermark, PipelineCalibrated, get_scheme
+from image_wm.schemes.seal import CAPTION_VARIANTS
+from image_wm.semantics import CaptionEmbedder
+from image_wm.tree_ring_calibration import ProbeImages
 from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
 
 DEFAULT_STEPS = 25
-CAPTION_VARIANTS = 3  # captions of an inspected image that semantic detection tries
-DEFAULT_GUIDANCE = REFERENCE_GUIDANCE  # low guidance keeps samples invertible (docs/reference_models.md)
 
 
 @dataclass
@@ -54,7 +57,7 @@ class GenerationRecord:
     prompt: str
     seed: int
     steps: int
-    guidance_scale: float
+    guidance_scale: float | None  # None: the pipeline takes no guidance (FLUX.1 schnell)
     model: str
     latent_shape: list[int]
     created: float = field(default_factory=time.time)
@@ -82,19 +85,24 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 class WatermarkedPipeline:
     """A diffusers text-to-image pipeline plus a latent scheme and a key."""
 
-    def __init__(self, pipe: Any, scheme: LatentWatermark | str, key: WatermarkKey, semantics: Any = None,
-                 model_name: str = "reference", caption_rounds: int = 3, calibrate: bool = True) -> None:
-        family(pipe)  # refuse an unsupported pipeline now, not deep inside the first generation
+    def __init__(self, pipe: Any, scheme: LatentWatermark | str, key: WatermarkKey,
+                 semantics: CaptionEmbedder | None = None, model_name: str = "local", caption_rounds: int = 3,
+                 calibrate: bool = True, guidance: float | None = None, probes: ProbeImages | None = None) -> None:
+        """``guidance``: the generation default (None: the family's documented one); ``semantics``:
+        how a semantic scheme (SEAL) captions and embeds images, required for one; ``probes``: the
+        images Tree-Ring calibration edits and inverts (None: this pipeline's own generations)."""
+        self.adapter = adapter_for(pipe)  # refuse an unsupported pipeline now, not deep inside a generation
         self.pipe = pipe
         self.caption_rounds = caption_rounds
         self.scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
         self.key = key
         self.model_name = model_name
         if self.scheme.semantic and semantics is None:
-            from image_wm.semantics import CaptionEmbedder
-
-            semantics = CaptionEmbedder(device=pipe.device)
+            raise ValueError(f"{self.scheme.name} keys the noise on a caption of the image: it needs a captioner that "
+                             "fits this model (--captioner DIR, a local transformers image-to-text folder)")
         self.semantics = semantics
+        self.guidance = self.adapter.default_guidance if guidance is None else guidance
+        self.probes = probes
         # calibrate=False: the scheme's test without pipeline measurements (no one-off fit either)
         self.calibrate = calibrate
         self._detector: LatentWatermark | None = None
@@ -109,14 +117,22 @@ class WatermarkedPipeline:
 
     @property
     def image_size(self) -> int:
-        return image_side(self.pipe)
+        return self.adapter.image_side
 
-    def latent_shape(self, batch: int) -> tuple[int, int, int, int]:
-        return latent_shape(self.pipe, batch)
+    def latent_shape(self, batch: int) -> tuple[int, ...]:
+        return self.adapter.latent_shape(batch)
 
-    def run_pipeline(self, prompts: list[str], latents: torch.Tensor, steps: int, guidance: float, **kwargs: Any) -> np.ndarray:
-        out = self.pipe(prompts, latents=pipeline_latents(self.pipe, latents), num_inference_steps=steps,
-                        guidance_scale=guidance, output_type="np", **kwargs)
+    def plain_latents(self, seeds: list[int]) -> torch.Tensor:
+        """Unwatermarked initial noise, image ``i`` from ``seeds[i]``."""
+        return initial_noise(self.latent_shape(len(seeds)), seeds)
+
+    def run_pipeline(self, prompts: list[str], latents: torch.Tensor, steps: int, guidance: float | None,
+                     **kwargs: Any) -> np.ndarray:
+        """uint8 images of the pipeline from initial noise ``latents`` (guidance None: not passed)."""
+        if guidance is not None:
+            kwargs["guidance_scale"] = guidance
+        out = self.pipe(prompts, latents=self.adapter.pipeline_latents(latents), num_inference_steps=steps,
+                        output_type="np", **kwargs)
         return to_uint8(out.images)
 
     def watermarked_latents(self, seeds: list[int], payload: bytes | None,
@@ -129,55 +145,15 @@ class WatermarkedPipeline:
             for i, seed in enumerate(seeds)
         ])
 
-    def _semantic_generation(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
-                             **kwargs: Any) -> tuple[torch.Tensor, np.ndarray]:
-        """SEAL's two passes, then up to ``caption_rounds`` keyings per image; keep the best one.
-
-        SEAL keys the noise on the caption of a provisional image; detection captions the final
-        image. That only works if the final image means what its noise was keyed on, and on the
-        reference model it does not: content is set mostly by the noise, so new noise gives a new
-        scene (measured on 12 prompts x 6 re-keyings: the final image's caption equalled its keyed
-        caption 0 times in 72; re-keying on the new caption is a chaotic map, not a contraction).
-        So each round keys the still-unmatched images on their latest image's caption and scores
-        every candidate as the detector will see it: the cosine between the keyed latent and the
-        latent expected for each of the final image's ``caption_variants`` (``CAPTION_VARIANTS``, ``detect``'s
-        default) caption variants, i.e. the matched filter on a perfect inversion. Each image keeps
-        its best-scoring round (not its last), and stops once it scores ``good_match``. Cost: one
-        provisional and up to ``caption_rounds`` watermarked generations, as before, plus captions.
-        """
-        shape = self.latent_shape(1)
-        variants, good_match = CAPTION_VARIANTS, 0.5
-        provisional = self.run_pipeline(prompts, initial_noise(self.latent_shape(len(prompts)), seeds), steps,
-                                        guidance, **kwargs)
-        keyed = self.semantics.embed(provisional, variants=1)[:, 0]
-        latents = torch.empty((len(prompts), *shape[1:]))
-        images = np.empty_like(provisional)
-        score = np.full(len(prompts), -np.inf)
-        todo = np.arange(len(prompts))
-        for _ in range(max(1, self.caption_rounds)):
-            cand = self.watermarked_latents([seeds[i] for i in todo], None, keyed[todo])
-            made = self.run_pipeline([prompts[i] for i in todo], cand, steps, guidance, **kwargs)
-            seen = self.semantics.embed(made, variants=variants)  # (b, V, d), first: the plain caption
-            expected = torch.stack([self.watermarked_latents([seeds[i]] * variants, None, seen[j])
-                                    for j, i in enumerate(todo)])  # (b, V, C, h, w)
-            cos = torch.nn.functional.cosine_similarity(expected.flatten(2), cand[:, None].flatten(2), dim=-1)
-            got = cos.amax(dim=1).double().numpy()
-            better = got > score[todo]
-            latents[todo[better]], images[todo[better]] = cand[torch.from_numpy(better)], made[better]
-            score[todo[better]] = got[better]
-            keyed[todo] = seen[:, 0]  # the next round keys on what this round's image shows
-            todo = todo[score[todo] < good_match]
-            if len(todo) == 0:
-                break
-        return latents, images
-
     def __call__(self, prompt: str | list[str], *, payload: bytes | None = None, seed: int = 0,
-                 num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float = DEFAULT_GUIDANCE,
+                 num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float | None = None,
                  **kwargs: Any) -> WatermarkedImages:
+        """Watermarked images of ``prompt`` (guidance_scale None: this pipeline's ``guidance``)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         seeds = [seed + i for i in range(len(prompts))]
-        if self.scheme.semantic:
-            latents, images = self._semantic_generation(prompts, seeds, num_inference_steps, guidance_scale, **kwargs)
+        guidance_scale = self.guidance if guidance_scale is None else guidance_scale
+        if isinstance(self.scheme, GeneratesItsOwnImages):
+            latents, images = self.scheme.generate(self, prompts, seeds, num_inference_steps, guidance_scale, **kwargs)
         else:
             latents = self.watermarked_latents(seeds, payload)
             images = self.run_pipeline(prompts, latents, num_inference_steps, guidance_scale, **kwargs)

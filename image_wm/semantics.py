@@ -2,7 +2,7 @@
 
 Why here and not in the scheme: a scheme never loads models (``image_wm.schemes.base``), so
 the pipeline captions the image, embeds the caption with this module and hands the unit
-vectors to ``SEAL.initial_latents`` / ``SEAL.detect``.
+vectors to ``SEAL.initial_latents`` / ``SEAL.detect`` (and ``SEAL.generate`` captions through it).
 
 The embedding is the core's (``provenance.embeddings``: all-MiniLM-L6-v2, mean-pooled,
 L2-normalised). The paper fine-tunes a paraphrase-mpnet encoder on (caption before, caption
@@ -10,8 +10,8 @@ after regeneration) pairs; we use the stock local MiniLM (no network), so captio
 instability is absorbed by caption variants at detection instead (``CaptionEmbedder``).
 On the reference model that is not enough: its generated images' captions change with the noise
 (0 of 72 SEAL images kept their keyed caption) and the top 3 variants rarely contain the keyed
-one, which is why the pipeline keeps each image's best-matching keying (figures in
-``image_wm.schemes.seal``).
+one, which is why ``SEAL.generate`` keeps each image's best-matching keying (figures in
+``docs/images.md``).
 """
 
 from __future__ import annotations
@@ -33,22 +33,15 @@ class VariantCaptioner(Protocol):
 
 
 class CaptionEmbedder:
-    """Images -> ``V`` caption variants each -> embeddings ``(B, V, d)``.
+    """Images -> ``V`` caption variants each (``captioner``) -> embeddings ``(B, V, d)``.
 
-    Defaults: the reference scene captioner and the local MiniLM, both loaded on first use.
+    The embedder defaults to the local MiniLM, loaded on first use; the captioner is the model
+    provider's (``image_wm.loading``), since it must describe what that model draws.
     """
 
-    def __init__(self, captioner: VariantCaptioner | None = None, embedder: tuple[Any, Any] | None = None,
+    def __init__(self, captioner: VariantCaptioner, embedder: tuple[Any, Any] | None = None,
                  device: str | torch.device | None = None):
-        self._captioner, self._embedder, self.device = captioner, embedder, device
-
-    @property
-    def captioner(self) -> VariantCaptioner:
-        if self._captioner is None:
-            from image_wm.reference.pipelines import load_captioner
-
-            self._captioner = load_captioner(self.device)
-        return self._captioner
+        self.captioner, self._embedder, self.device = captioner, embedder, device
 
     @property
     def embedder(self) -> tuple[Any, Any]:

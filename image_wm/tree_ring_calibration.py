@@ -10,25 +10,27 @@ watermark. Projecting those directions out of ``w`` and of the key for the image
 (``TreeRing.score``) brings the worst key to 0.09-0.15.
 
 The directions are the ``NUISANCE_DIRECTIONS`` strongest (uncentred) singular directions of ``w``
-over ``PROBE_SCENES`` procedural scenes (``image_wm.reference.scenes``; no watermark, no key, no
+over ``PROBE_SCENES`` procedural scenes (``image_wm.scenes``; no watermark, no key, no
 generation needed) under ``PROBE_EDITS``, inverted by the pipeline itself. They depend on the
 pipeline and the ring geometry, never on a key or on the image being tested, so the p-value stays
 exact under Tree-Ring's key null whatever they are; stale or imperfect directions cost robustness,
 never that calibration. Six directions from rotations of 2.5-45 degrees and erasures of 5-25% did
 best among the probe sets tried (4 or 8 directions, fewer angles, added crops, 48 scenes).
 
-Fitting costs ``len(PROBE_EDITS) * PROBE_SCENES`` = 312 inversions (48 s for the reference model
-on 2 CPU cores), so results are stored by a fingerprint of the pipeline's weights and
+Fitting costs ``len(PROBE_EDITS) * PROBE_SCENES`` = 312 inversions (plus 24 generations where
+the probes are generated), so results are stored by a fingerprint of the pipeline's weights and
 scheduler and the probe settings: the package ships the reference model's entry, every other
 pipeline's goes to the user cache (``provenance.models.cache_dir()``) on first detection. After
 retraining the reference weights, refresh the shipped entry with
-``.venv/bin/python -m image_wm.tree_ring_calibration``.
+``.venv/bin/python scripts/ship_tree_ring_entry.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,6 @@ import numpy as np
 from tqdm import tqdm
 
 from image_wm import edits
-from image_wm.denoiser import family
-from image_wm.inversion import ddim_scheduler
 from provenance.files import write_text_atomic
 from provenance.models import cache_dir, diffusion_weights, update_with_weights
 
@@ -53,14 +53,41 @@ PROBE_EDITS: tuple[tuple[str, float], ...] = (
 PROBE_EDIT_FUNCTIONS = {"rotation": edits.rotate, "erase": edits.erase}
 PROBE_CHUNK = 32  # images inverted per batch (bounds GPU memory on large pipelines)
 SHIPPED = Path(__file__).parent / "reference" / "weights" / "tree_ring"
-FORMAT = "provenance-tree-ring-nuisance/1"
+FORMAT = "provenance-tree-ring-nuisance/2"
+# what a pipeline draws its own probes from: everyday subjects, no watermark (plain noise)
+PROBE_PROMPTS = ("a photograph of a city street", "a bowl of fruit on a table", "a portrait of a person",
+                 "a mountain landscape", "a cat on a sofa", "a red car", "a forest path", "a plate of food")
+
+
+@dataclass(frozen=True)
+class ProbeImages:
+    """Unwatermarked images to calibrate on: ``make(count, seed)`` gives uint8 ``(count, H, W, 3)``;
+    ``source`` names them in the fingerprint, so other probes never reuse a stored entry."""
+
+    source: str
+    make: Callable[[int, int], np.ndarray]
+
+
+def generated_probes(pipeline: Any) -> ProbeImages:
+    """The pipeline's own generations of ``PROBE_PROMPTS`` from plain noise, at its guidance."""
+    def make(count: int, seed: int) -> np.ndarray:
+        prompts = [PROBE_PROMPTS[i % len(PROBE_PROMPTS)] for i in range(count)]
+        seeds = [seed + i for i in range(count)]
+        return np.concatenate([
+            pipeline.run_pipeline(prompts[i:i + PROBE_CHUNK], pipeline.plain_latents(seeds[i:i + PROBE_CHUNK]),
+                                  PROBE_STEPS, pipeline.guidance)
+            for i in range(0, count, PROBE_CHUNK)])
+
+    return ProbeImages(f"generations: {list(PROBE_PROMPTS)}, guidance {pipeline.guidance}", make)
+
+
+def probes_of(pipeline: Any) -> ProbeImages:
+    return pipeline.probes if pipeline.probes is not None else generated_probes(pipeline)
 
 
 def probe_ring_statistics(pipeline: Any, scheme: Any) -> np.ndarray:
-    """``(len(PROBE_EDITS) * PROBE_SCENES, K)`` ring statistics of the edited probe scenes."""
-    from image_wm.reference import scenes
-
-    images = pipeline.native_size(scenes.generate(PROBE_SCENES, PROBE_SEED)[0])
+    """``(len(PROBE_EDITS) * PROBE_SCENES, K)`` ring statistics of the edited probe images."""
+    images = pipeline.native_size(probes_of(pipeline).make(PROBE_SCENES, PROBE_SEED))
     edited = np.concatenate([PROBE_EDIT_FUNCTIONS[name](images, strength, PROBE_SEED) for name, strength in PROBE_EDITS])
     chunks = tqdm(range(0, len(edited), PROBE_CHUNK), desc="Tree-Ring calibration for this pipeline (once)",
                   unit="chunk", disable=None)  # shown on a terminal: a large model's first detection is slow
@@ -92,24 +119,12 @@ def fingerprint(pipeline: Any, scheme: Any) -> str:
     described = {
         "geometry": ring_geometry(pipeline, scheme),
         "probe": {"format": FORMAT, "edits": PROBE_EDITS, "scenes": PROBE_SCENES, "seed": PROBE_SEED,
-                  "steps": PROBE_STEPS, "directions": NUISANCE_DIRECTIONS},
-        "schedule": noise_schedule(pipeline.pipe),
+                  "steps": PROBE_STEPS, "directions": NUISANCE_DIRECTIONS, "source": probes_of(pipeline).source},
+        "schedule": pipeline.adapter.noise_schedule(PROBE_STEPS),
     }
     digest.update(json.dumps(described, sort_keys=True).encode())
     update_with_weights(digest, diffusion_weights(pipeline.pipe))
     return digest.hexdigest()
-
-
-def noise_schedule(pipe: Any) -> dict:
-    """The probe inversion's levels: for a UNet pipeline the DDIM timesteps and alphas inversion
-    uses (``image_wm.inversion.ddim_scheduler``), for a flow-matching one its scheduler's config
-    (its sigmas follow from it and the latent size)."""
-    if family(pipe) != "unet":
-        config = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}
-        return {"scheduler": type(pipe.scheduler).__name__, "config": config}
-    scheduler = ddim_scheduler(pipe, PROBE_STEPS)
-    return {"scheduler": type(scheduler).__name__, "timesteps": [int(t) for t in scheduler.timesteps],
-            "alphas_cumprod": np.round(scheduler.alphas_cumprod.double().numpy(), 6).tolist()}
 
 
 def nuisance_for(pipeline: Any, scheme: Any) -> np.ndarray:
@@ -140,23 +155,3 @@ def save(directions: np.ndarray, path: Path) -> Path:
     """Write an entry atomically (a reader, or a second process fitting the same entry, never sees half a file)."""
     # Not a secret: readable (0644, the default) like the weights it describes.
     return write_text_atomic(path, json.dumps({"format": FORMAT, "directions": directions.tolist()}))
-
-
-def ship_reference_entry() -> Path:
-    """Fit the reference model's entry into the package (run after retraining its weights), dropping stale ones."""
-    from image_wm.pipeline import WatermarkedPipeline
-    from image_wm.reference import load_text_to_image
-    from image_wm.schemes.tree_ring import TreeRing
-    from provenance.keys import WatermarkKey
-
-    pipeline = WatermarkedPipeline(load_text_to_image("cpu"), TreeRing(), WatermarkKey.from_seed("unused"))
-    scheme = pipeline.scheme
-    name = f"{fingerprint(pipeline, scheme)}.json"
-    for stale in SHIPPED.glob("*.json"):
-        if stale.name != name:
-            stale.unlink()
-    return save(strongest_directions(probe_ring_statistics(pipeline, scheme)), SHIPPED / name)
-
-
-if __name__ == "__main__":
-    print(ship_reference_entry())

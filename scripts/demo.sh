@@ -56,11 +56,10 @@ python - "$OUT/plain.png" "$PROMPT" <<'PY'
 # The unwatermarked twin: same prompt, same seed (7), plain N(0, I) initial noise.
 import sys
 from image_wm.image_io import write_image
-from image_wm.pipeline import DEFAULT_GUIDANCE, WatermarkedPipeline, initial_noise
-from image_wm.reference import load_text_to_image
+from image_wm.loading import load_model
 from provenance.keys import WatermarkKey
-wp = WatermarkedPipeline(load_text_to_image(), "prc", WatermarkKey.generate())
-write_image(sys.argv[1], wp.run_pipeline([sys.argv[2]], initial_noise(wp.latent_shape(1), [7]), 25, DEFAULT_GUIDANCE)[0])
+wp = load_model().watermarked("prc", WatermarkKey.generate())  # the reference model, at its guidance (2.0)
+write_image(sys.argv[1], wp.run_pipeline([sys.argv[2]], wp.plain_latents([7]), 25, wp.guidance)[0])
 PY
 for scheme in tree-ring gaussian-shading prc seal; do
   payload=()

@@ -12,7 +12,7 @@ import attacks
 from attacks.baselines import (
     BASELINE_NAMES, PostHocWatermark, agreement_p_values, get_baseline, to_working_bgr, working_size,
 )
-from image_wm.reference import scenes
+from image_wm import scenes
 from provenance.keys import WatermarkKey
 
 KEY = WatermarkKey.from_seed("invisible-watermark-tests")

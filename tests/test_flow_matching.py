@@ -22,7 +22,8 @@ import torch
 from click.testing import CliRunner
 
 import cli
-from image_wm import inversion
+from image_wm import inversion, sampler_inversion
+from image_wm.families import adapter_for
 from image_wm.pipeline import WatermarkedPipeline, initial_noise
 from provenance.keys import WatermarkKey
 from tiny_pipelines import assert_watermark_round_trip, cli_detection, unconditioned_call
@@ -48,24 +49,25 @@ def test_euler_inversion_undoes_the_schedulers_sampling_on_an_exact_flow() -> No
     for t in scheduler.timesteps:
         z = scheduler.step(exact_velocity(z, t), t, z).prev_sample
     assert abs(float(z.std()) - DATA_VARIANCE ** 0.5) < 0.1  # it sampled the data, far from the noise
-    back = inversion.euler_inversion(exact_velocity, z, scheduler.sigmas.double(), scheduler.timesteps)
+    back = sampler_inversion.euler_inversion(exact_velocity, z, scheduler.sigmas.double(), scheduler.timesteps)
     assert float((back - noise).norm() / noise.norm()) < 0.06
 
 
 @pytest.fixture(scope="module")
 def sd3(tiny_folder):
-    from image_wm.reference import load_text_to_image
+    from image_wm.loading import load_pipeline
 
-    return load_text_to_image("cpu", path=tiny_folder("sd3"))
+    return load_pipeline(tiny_folder("sd3"), device="cpu")
 
 
 def test_a_local_sd3_folder_loads_as_its_own_pipelines(sd3, tiny_folder) -> None:
-    from image_wm.denoiser import family, latent_shape
-    from image_wm.reference import load_img2img
+    from image_wm.loading import load_pipeline
 
     assert type(sd3).__name__ == "StableDiffusion3Pipeline" and sd3.text_encoder_3 is None
-    assert family(sd3) == "flow" and latent_shape(sd3, 2) == (2, 4, 16, 16)
-    assert type(load_img2img("cpu", path=tiny_folder("sd3"))).__name__ == "StableDiffusion3Img2ImgPipeline"
+    adapter = adapter_for(sd3)
+    assert adapter.family == "stable-diffusion-3" and adapter.latent_shape(2) == (2, 4, 16, 16)
+    img2img = load_pipeline(tiny_folder("sd3"), task="img2img", device="cpu")
+    assert type(img2img).__name__ == "StableDiffusion3Img2ImgPipeline"
 
 
 def test_latents_cross_the_shifted_vae_as_the_pipeline_decodes_them(sd3) -> None:
@@ -84,10 +86,8 @@ def test_latents_cross_the_shifted_vae_as_the_pipeline_decodes_them(sd3) -> None
 def test_inversion_conditions_on_the_empty_prompt_exactly_as_the_pipeline_does(sd3) -> None:
     """The transformer sees the same text states and pooled projection from ``empty_condition`` as
     in the unconditional half of the pipeline's own classifier-free guidance."""
-    from image_wm.denoiser import empty_condition
-
     seen = unconditioned_call(sd3, sd3.transformer)
-    ours = empty_condition(sd3, 1)
+    ours = adapter_for(sd3).empty_condition(1)
     assert set(ours) == {"encoder_hidden_states", "pooled_projections"}
     for name, value in ours.items():
         assert torch.allclose(value, seen[name], atol=1e-5), name
@@ -97,13 +97,13 @@ def test_inversion_conditions_on_the_empty_prompt_exactly_as_the_pipeline_does(s
 def test_flow_inversion_uses_the_samplers_own_levels(tiny_folder, dynamic_shift) -> None:
     """The inversion's sigmas are exactly those the pipeline sampled with, shifted statically (SD3) or by
     the image size (``use_dynamic_shifting``), and inverting a guidance-free sample recovers its noise."""
-    from image_wm.reference import load_text_to_image
+    from image_wm.loading import load_pipeline
 
-    pipe = load_text_to_image("cpu", path=tiny_folder("sd3-dynamic-shift" if dynamic_shift else "sd3"))
+    pipe = load_pipeline(tiny_folder("sd3-dynamic-shift" if dynamic_shift else "sd3"), device="cpu")
     noise = initial_noise((4, 4, 16, 16), [5, 6, 7, 8])
     clean = pipe(["a red star"] * 4, latents=noise, num_inference_steps=10, guidance_scale=1.0,
                  output_type="latent").images
-    sigmas, _ = inversion._flow_levels(pipe, 10, clean)
+    sigmas, _ = adapter_for(pipe).levels(10, clean.shape[-2], clean.shape[-1])
     assert torch.equal(sigmas.float(), pipe.scheduler.sigmas.float())
     assert not torch.allclose(sigmas[1:-1], torch.linspace(1, 0, 11, dtype=sigmas.dtype)[1:-1], atol=1e-3)  # shifted
     back = inversion.invert_latents(pipe, clean, 10)

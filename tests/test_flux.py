@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from image_wm import inversion
-from image_wm.denoiser import (FLUX_INVERSION_GUIDANCE, empty_condition, family, latent_shape, pipeline_latents,
-                               predictor, private_helper)
+from image_wm.families import adapter_for, private_helper
+from image_wm.families.flux import INVERSION_GUIDANCE
 from image_wm.pipeline import WatermarkedPipeline, initial_noise
 from provenance.keys import WatermarkKey
 from tiny_pipelines import assert_watermark_round_trip, cli_detection
@@ -37,18 +37,19 @@ def small(pipe):
 
 @pytest.fixture(scope="module")
 def flux(tiny_folder):
-    from image_wm.reference import load_text_to_image
+    from image_wm.loading import load_pipeline
 
-    return small(load_text_to_image("cpu", path=tiny_folder("flux")))
+    return small(load_pipeline(tiny_folder("flux"), device="cpu"))
 
 
 def test_a_local_flux_folder_loads_as_its_own_pipelines(flux, tiny_folder) -> None:
-    from image_wm.reference import load_img2img, load_text_to_image
+    from image_wm.loading import load_pipeline
 
-    assert type(flux).__name__ == "FluxPipeline" and family(flux) == "flux"
-    assert latent_shape(flux, 2) == (2, 4, 16, 16)  # unpacked: 16 packed channels are 4 latent channels x 2 x 2
-    assert latent_shape(load_text_to_image("cpu", path=tiny_folder("flux")), 1) == (1, 4, 128, 128)
-    assert type(load_img2img("cpu", path=tiny_folder("flux"))).__name__ == "FluxImg2ImgPipeline"
+    assert type(flux).__name__ == "FluxPipeline" and adapter_for(flux).family == "flux"
+    assert adapter_for(flux).latent_shape(2) == (2, 4, 16, 16)  # unpacked: 16 packed channels are 4 x 2 x 2
+    assert adapter_for(load_pipeline(tiny_folder("flux"), device="cpu")).latent_shape(1) == (1, 4, 128, 128)
+    img2img = load_pipeline(tiny_folder("flux"), task="img2img", device="cpu")
+    assert type(img2img).__name__ == "FluxImg2ImgPipeline"
 
 
 def test_packed_noise_is_the_noise_flux_draws_itself(flux) -> None:
@@ -56,7 +57,9 @@ def test_packed_noise_is_the_noise_flux_draws_itself(flux) -> None:
     draws from a generator: the same images either way."""
     run = dict(num_inference_steps=3, guidance_scale=2.0, output_type="latent")
     own = flux(["a red star"], generator=torch.Generator().manual_seed(4), **run).images
-    ours = flux(["a red star"], latents=pipeline_latents(flux, initial_noise(latent_shape(flux, 1), [4])), **run).images
+    adapter = adapter_for(flux)
+    ours = flux(["a red star"], latents=adapter.pipeline_latents(initial_noise(adapter.latent_shape(1), [4])),
+                **run).images
     assert torch.equal(own, ours)
 
 
@@ -76,30 +79,32 @@ def test_inversion_calls_the_transformer_as_the_pipeline_does_on_the_empty_promp
     """At the first level, ``predictor`` on ``empty_condition`` gives exactly the velocity the pipeline
     computes for the empty prompt at guidance 1 (FLUX.1-dev) or without a guidance input (schnell):
     same packing, rotary ids, timestep scale and text states."""
-    from image_wm.reference import load_text_to_image
+    from image_wm.loading import load_pipeline
 
-    pipe = small(load_text_to_image("cpu", path=tiny_folder(kind)))
-    noise = initial_noise(latent_shape(pipe, 2), [1, 2])
+    pipe = small(load_pipeline(tiny_folder(kind), device="cpu"))
+    adapter = adapter_for(pipe)
+    noise = initial_noise(adapter.latent_shape(2), [1, 2])
     kwargs, packed_velocity = first_call(pipe.transformer, lambda: pipe(
-        ["", ""], latents=pipeline_latents(pipe, noise), num_inference_steps=4,
-        guidance_scale=FLUX_INVERSION_GUIDANCE, output_type="latent"))
-    assert ("guidance" in empty_condition(pipe, 2)) == (kind == "flux") == (kwargs["guidance"] is not None)
-    _, timesteps = inversion._flow_levels(pipe, 4, noise)
-    ours = predictor(pipe, empty_condition(pipe, 2))(noise, timesteps[0])
-    assert torch.allclose(pipeline_latents(pipe, ours), packed_velocity, atol=1e-5)
+        ["", ""], latents=adapter.pipeline_latents(noise), num_inference_steps=4,
+        guidance_scale=INVERSION_GUIDANCE, output_type="latent"))
+    assert ("guidance" in adapter.empty_condition(2)) == (kind == "flux") == (kwargs["guidance"] is not None)
+    _, timesteps = adapter.levels(4, noise.shape[-2], noise.shape[-1])
+    ours = adapter.predictor(adapter.empty_condition(2))(noise, timesteps[0])
+    assert torch.allclose(adapter.pipeline_latents(ours), packed_velocity, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["flux", "flux-schnell"])
 def test_flux_inversion_uses_the_samplers_own_levels(tiny_folder, kind) -> None:
     """The sigmas are FLUX's own: its ``linspace(1, 1/n, n)`` spacing shifted by the token count (dev)
     or statically (schnell, shift 1), and inverting a guidance-free sample recovers its noise."""
-    from image_wm.reference import load_text_to_image
+    from image_wm.loading import load_pipeline
 
-    pipe = small(load_text_to_image("cpu", path=tiny_folder(kind)))
-    noise = initial_noise(latent_shape(pipe, 4), [5, 6, 7, 8])
-    packed = pipe([""] * 4, latents=pipeline_latents(pipe, noise), num_inference_steps=10,
-                  guidance_scale=FLUX_INVERSION_GUIDANCE, output_type="latent").images
-    sigmas, _ = inversion._flow_levels(pipe, 10, noise)
+    pipe = small(load_pipeline(tiny_folder(kind), device="cpu"))
+    adapter = adapter_for(pipe)
+    noise = initial_noise(adapter.latent_shape(4), [5, 6, 7, 8])
+    packed = pipe([""] * 4, latents=adapter.pipeline_latents(noise), num_inference_steps=10,
+                  guidance_scale=INVERSION_GUIDANCE, output_type="latent").images
+    sigmas, _ = adapter.levels(10, noise.shape[-2], noise.shape[-1])
     assert torch.equal(sigmas.float(), pipe.scheduler.sigmas.float())
     clean = pipe._unpack_latents(packed, 64, 64, pipe.vae_scale_factor)
     back = inversion.invert_latents(pipe, clean, 10)
@@ -150,7 +155,7 @@ def test_image_conditioned_flux_pipelines_are_refused(flux) -> None:
     from diffusers import FluxKontextPipeline
 
     with pytest.raises(ValueError, match="FluxKontextPipeline is not a supported pipeline"):
-        family(FluxKontextPipeline.from_pipe(flux))
+        adapter_for(FluxKontextPipeline.from_pipe(flux))
 
 
 def test_cli_generates_and_detects_with_a_flux_folder(tiny_folder, tmp_path) -> None:

@@ -12,6 +12,7 @@ import attacks
 from attacks.forgery import foreign_prompts
 from attacks.preference_model import HELD_OUT_SEED, load_preference_model, pairwise_accuracy, patterned_pairs
 from attacks.regeneration import text_to_image_pipeline
+from image_wm.loading import shared_model
 from image_wm.pipeline import WatermarkedPipeline
 from provenance.keys import WatermarkKey
 from provenance.stats import binomial_tail
@@ -83,12 +84,20 @@ def test_object_insertion_covers_the_asked_area(pairs):
     assert insert(clean[0], 0.2).shape == clean[0].shape
 
 
+def on_reference(scheme: str, key: WatermarkKey) -> WatermarkedPipeline:
+    """``scheme`` on the reference model the attacks load by default (the same pipeline), with its
+    own guidance, captioner and calibration probes."""
+    wp = shared_model().watermarked(scheme, key)
+    assert wp.pipe is text_to_image_pipeline()
+    return wp
+
+
 def detected(wp: WatermarkedPipeline, images: np.ndarray) -> np.ndarray:
     return np.array([r.detected for r in wp.detect(images, fpr=FPR, inversion_steps=STEPS)])
 
 
 def test_noise_extraction_forges_gaussian_shading_on_new_prompts():
-    wp = WatermarkedPipeline(text_to_image_pipeline(), "gaussian-shading", WatermarkKey.from_seed("forgery"))
+    wp = on_reference("gaussian-shading", WatermarkKey.from_seed("forgery"))
     marked = wp(PROMPTS, payload=b"\x0f\xf0", seed=7, num_inference_steps=STEPS).images
     forged = attacks.get("noise-extraction")(marked, STEPS, seed=0, pipe=wp.pipe, steps=STEPS)
     assert forged.shape == marked.shape
@@ -110,7 +119,7 @@ def test_latent_forgery_rates(scheme):
     keyed on the caption, is the scheme built to refuse it, so its rate is measured, not asserted.
     """
     prompts = foreign_prompts(8, seed=99)
-    wp = WatermarkedPipeline(text_to_image_pipeline(), scheme, WatermarkKey.from_seed("forgery-rates"))
+    wp = on_reference(scheme, WatermarkKey.from_seed("forgery-rates"))
     marked = wp(prompts, seed=40, num_inference_steps=25).images
     rates = {"unattacked": float(detected(wp, marked).mean())}
     forged = attacks.get("noise-extraction")(marked, 25, seed=1, pipe=wp.pipe)

@@ -7,7 +7,7 @@ import pytest
 
 import attacks
 from attacks.image import COMBINATIONS, DISTORTIONS, at_fraction
-from image_wm.reference import scenes
+from image_wm import scenes
 
 IMAGES = scenes.generate(6, seed=2024)[0]  # (6, 64, 64, 3) uint8 procedural scenes
 RANDOMISED = ("crop", "erase", "noise", "combo-geo", "combo-deg", "combo")

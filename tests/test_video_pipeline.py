@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import attacks
 from attacks.video import temporal_map
 from cli import main
-from image_wm.reference import load_text_to_video
+from image_wm.reference import REFERENCE_GUIDANCE, load_text_to_video
 from image_wm.video import WatermarkedVideoPipeline
 from image_wm.video.video_io import read_video, write_video
 from provenance.keys import WatermarkKey
@@ -27,7 +27,7 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def marked(pipe):
-    wm = WatermarkedVideoPipeline(pipe, WatermarkKey.from_seed("video-test"))
+    wm = WatermarkedVideoPipeline(pipe, WatermarkKey.from_seed("video-test"), guidance=REFERENCE_GUIDANCE)
     out = wm(PROMPT, num_frames=FRAMES, seed=3, num_inference_steps=STEPS)
     return wm, out.videos[0], out.records[0]
 
@@ -44,7 +44,7 @@ def test_watermarked_clip_is_detected_and_placed(marked):
 def test_plain_clip_and_wrong_key_are_not_detected(pipe, marked):
     wm, clip, _ = marked
     plain = wm.run_pipeline([PROMPT], torch.randn(wm.latent_shape(FRAMES), generator=torch.Generator().manual_seed(3)),
-                            STEPS, 2.0)[0]
+                            STEPS, REFERENCE_GUIDANCE)[0]
     assert not wm.detect(plain, fpr=0.01, inversion_steps=STEPS).detected
     other = WatermarkedVideoPipeline(pipe, WatermarkKey.from_seed("another key"))
     assert not other.detect(clip, fpr=0.01, inversion_steps=STEPS).detected

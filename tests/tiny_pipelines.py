@@ -114,8 +114,9 @@ BUILDERS = {"sd3": build_tiny_sd3, "sd3-dynamic-shift": lambda folder: build_tin
 
 
 def assert_watermark_round_trip(pipe: Any, scheme: str, payload: bytes | None, name: str, images: int) -> None:
-    """``images`` watermarked 64 px images: each detected at FPR 0.01 (with its payload, if any), and
-    none under another key."""
+    """``images`` watermarked 64 px images, generated at the family's documented guidance (the
+    ``WatermarkedPipeline`` default): each detected at FPR 0.01 (with its payload, if any), and none
+    under another key."""
     from image_wm.pipeline import WatermarkedPipeline
     from provenance.keys import WatermarkKey
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from image_wm.reference import scenes
+from image_wm import scenes
 
 __all__ = ["SceneCaptioner"]
 

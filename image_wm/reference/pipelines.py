@@ -1,21 +1,15 @@
 """Load the shipped reference models as standard diffusers pipelines (no network access).
 
-``load_text_to_image()`` gives a ``StableDiffusionPipeline``, ``load_img2img()`` a
-``StableDiffusionImg2ImgPipeline`` over the same modules, ``load_text_to_video()`` a
+``load_text_to_image()`` gives a ``StableDiffusionPipeline``, ``load_text_to_video()`` a
 ``TextToVideoSDPipeline`` sharing the VAE and text encoder, ``load_captioner()`` the CNN
-captioner. Each takes ``path=``: a local diffusers pipeline folder (``model_index.json``) of a
-supported family (Stable Diffusion 1.x/2.x, SDXL, 3 or FLUX.1 for images, see ``image_wm.denoiser``) loads in
-place of the shipped weights, so everything downstream runs on real models too.
+captioner. Library code reaches them only through ``image_wm.loading``, when no model folder is
+given; tests, benchmarks and scripts may load them directly.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -24,7 +18,7 @@ from image_wm.reference.captioner import SceneCaptioner
 from provenance.device import resolve_device
 from provenance.models import ModelNotFoundError
 
-__all__ = ["load_text_to_image", "load_img2img", "load_text_to_video", "load_captioner", "shared", "REFERENCE_GUIDANCE"]
+__all__ = ["load_text_to_image", "load_text_to_video", "load_captioner", "REFERENCE_GUIDANCE"]
 
 # Classifier-free guidance the latent watermark schemes should generate with: low guidance keeps
 # samples on the VAE's latent manifold, which is what makes DDIM inversion recover the noise.
@@ -40,30 +34,6 @@ def _weights(name: str) -> Path:
     return folder
 
 
-def _local_pipeline(path: str | os.PathLike, device: torch.device, video: bool):
-    """A local diffusers folder as its text-to-image (or text-to-video) pipeline, refused unless
-    ``image_wm.denoiser`` supports it. Components the folder stores as absent (``[null, null]`` in
-    ``model_index.json``, e.g. Stable Diffusion 3 without its T5 encoder) load as None."""
-    from diffusers import AutoPipelineForText2Image, TextToVideoSDPipeline
-
-    from image_wm.denoiser import family
-
-    path = Path(path)
-    if not (path / "model_index.json").is_file():
-        raise ModelNotFoundError(f"{path} is not a local diffusers pipeline folder (no model_index.json)")
-    index = json.loads((path / "model_index.json").read_text())
-    stored = index.get("_class_name", "")
-    if ("Video" in stored) != video:
-        wanted = "text-to-video" if video else "text-to-image"
-        raise ValueError(f"{path} holds a {stored}, which does not match the {wanted} pipeline this command needs")
-    absent = {name: None for name, entry in index.items()
-              if not name.startswith("_") and isinstance(entry, list) and entry[0] is None}
-    loader = TextToVideoSDPipeline if video else AutoPipelineForText2Image
-    pipe = loader.from_pretrained(path, local_files_only=True, dtype=torch.float32, **absent).to(device)
-    family(pipe)
-    return pipe
-
-
 def _shared_modules(device: torch.device) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler
 
@@ -75,42 +45,27 @@ def _shared_modules(device: torch.device) -> dict:
     )
 
 
-def quiet(pipe):
-    """``pipe`` with its per-call progress bars off (library and audit code draw their own)."""
+def load_text_to_image(device: str | torch.device | None = None):
+    """The reference ``StableDiffusionPipeline`` on ``device``, per-call progress bars off."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    device = resolve_device(device)
+    unet = UNet2DConditionModel.from_pretrained(_weights("unet"), dtype=torch.float32).to(device).eval()
+    pipe = StableDiffusionPipeline(unet=unet, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False, **_shared_modules(device))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def load_text_to_image(device: str | torch.device | None = None, path: str | os.PathLike | None = None):
-    """The reference ``StableDiffusionPipeline`` on ``device``, or a local folder's text-to-image
-    pipeline (Stable Diffusion 1.x/2.x, SDXL or 3; ``image_wm.denoiser`` lists what is supported)."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-
-    device = resolve_device(device)
-    if path is not None:
-        return quiet(_local_pipeline(path, device, video=False))
-    unet = UNet2DConditionModel.from_pretrained(_weights("unet"), dtype=torch.float32).to(device).eval()
-    return quiet(StableDiffusionPipeline(
-        unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        **_shared_modules(device)))
-
-
-def load_img2img(device: str | torch.device | None = None, path: str | os.PathLike | None = None):
-    """The img2img pipeline of the same family over the text-to-image pipeline's modules."""
-    from diffusers import AutoPipelineForImage2Image
-
-    return quiet(AutoPipelineForImage2Image.from_pipe(load_text_to_image(device, path)))
-
-
-def load_text_to_video(device: str | torch.device | None = None, path: str | os.PathLike | None = None):
-    """The reference (or a local) ``TextToVideoSDPipeline`` on ``device``."""
+def load_text_to_video(device: str | torch.device | None = None):
+    """The reference ``TextToVideoSDPipeline`` on ``device``, per-call progress bars off."""
     from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
 
     device = resolve_device(device)
-    if path is not None:
-        return quiet(_local_pipeline(path, device, video=True))
     unet = UNet3DConditionModel.from_pretrained(_weights("unet3d"), dtype=torch.float32).to(device).eval()
-    return quiet(TextToVideoSDPipeline(unet=unet, **_shared_modules(device)))
+    pipe = TextToVideoSDPipeline(unet=unet, **_shared_modules(device))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def load_captioner(device: str | torch.device | None = None, path: str | os.PathLike | None = None) -> SceneCaptioner:
@@ -119,15 +74,3 @@ def load_captioner(device: str | torch.device | None = None, path: str | os.Path
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(f"{folder} holds no captioner (config.json missing)")
     return SceneCaptioner.load(folder, resolve_device(device))
-
-
-@lru_cache(maxsize=8)
-def shared(load: Callable[..., Any], path: str | None = None) -> Any:
-    """``load(path=path)`` on the default device, once per process: attacks and audits reuse one copy.
-
-    Library logging is quietened first (loading is where diffusers and transformers chatter).
-    """
-    from provenance.models import quiet_libraries
-
-    quiet_libraries()
-    return load(path=path)

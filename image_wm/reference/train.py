@@ -50,7 +50,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from image_wm.reference import components, scenes
+from image_wm import scenes
+from image_wm.reference import components
 
 DEFAULT_WORK = Path(os.environ.get("PROVENANCE_CACHE", Path.home() / ".cache" / "provenance")) / "reference-train"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from image_wm.schemes.base import DEFAULT_FPR, LatentWatermark, PipelineCalibrated
+from image_wm.schemes.base import DEFAULT_FPR, GeneratesItsOwnImages, GenerationHost, LatentWatermark, PipelineCalibrated
 
 # name -> (module, class)
 _SCHEMES: dict[str, tuple[str, str]] = {
@@ -20,7 +20,8 @@ _SCHEMES: dict[str, tuple[str, str]] = {
 }
 SCHEME_NAMES = tuple(_SCHEMES)
 
-__all__ = ["DEFAULT_FPR", "LatentWatermark", "PipelineCalibrated", "SCHEME_NAMES", "get_scheme"]
+__all__ = ["DEFAULT_FPR", "GeneratesItsOwnImages", "GenerationHost", "LatentWatermark", "PipelineCalibrated",
+           "SCHEME_NAMES", "get_scheme"]
 
 
 def get_scheme(name: str, **overrides: Any) -> LatentWatermark:

@@ -55,6 +55,33 @@ class PipelineCalibrated(Protocol):
     def calibrated_for(self, pipeline: Any) -> LatentWatermark: ...
 
 
+class GenerationHost(Protocol):
+    """What a scheme with its own generation loop may call on the pipeline wrapper it runs in
+    (``image_wm.pipeline.WatermarkedPipeline``): the scheme still never loads or calls a model itself."""
+
+    semantics: Any  # images -> caption-variant embeddings (B, V, d): ``image_wm.semantics.CaptionEmbedder``
+    caption_rounds: int
+
+    def plain_latents(self, seeds: list[int]) -> torch.Tensor: ...
+
+    def watermarked_latents(self, seeds: list[int], payload: bytes | None,
+                            embeddings: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def run_pipeline(self, prompts: list[str], latents: torch.Tensor, steps: int, guidance: float | None,
+                     **kwargs: Any) -> np.ndarray: ...
+
+
+@runtime_checkable
+class GeneratesItsOwnImages(Protocol):
+    """A scheme whose watermark depends on the image it produces (SEAL keys the noise on a caption of
+    a provisional image), so generation is more than one pipeline call on keyed noise."""
+
+    def generate(self, host: GenerationHost, prompts: list[str], seeds: list[int], steps: int,
+                 guidance: float | None, **kwargs: Any) -> tuple[torch.Tensor, np.ndarray]:
+        """``(initial latents (B, C, h, w), uint8 images (B, H, W, 3))`` of the watermarked images."""
+        ...
+
+
 def check_latent_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     """Image latents are (B, C, h, w); anything else is a caller error worth naming."""
     if len(shape) != 4 or min(shape) < 1:

@@ -70,6 +70,7 @@ import torch
 from scipy.linalg import null_space
 
 from image_wm.schemes.base import DEFAULT_FPR, check_latent_shape, payload_to_bits
+from image_wm.tree_ring_calibration import nuisance_for
 from provenance import stats
 from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
@@ -122,8 +123,6 @@ class TreeRing:
         itself when directions were given explicitly (an empty array turns the projection off)."""
         if self.nuisance is not None:
             return self
-        from image_wm.tree_ring_calibration import nuisance_for
-
         return TreeRing(self.radius, self.channel, self.amplitude, nuisance=nuisance_for(pipeline, self))
 
     def kept_basis(self, ring_values: int) -> np.ndarray | None:

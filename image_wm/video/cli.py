@@ -12,29 +12,26 @@ from collections.abc import Callable, Sequence
 
 import click
 
-from image_wm.cli import fpr_option, max_pixels_option, steps_option
-from image_wm.video.video_io import MAX_VIDEO_FRAMES, check_video_output, read_video
+from image_wm.cli import ModelChoice, fpr_option, guidance_option, max_pixels_option, model_options, steps_option
+from image_wm.video.pipeline import WatermarkedVideoPipeline
+from image_wm.video.video_io import MAX_VIDEO_FRAMES, check_video_output, read_video, write_video
 from provenance import c2pa_cli
 from provenance.cli_support import FiniteFloatRange, attempt, detect_outcomes, report
+from provenance.keys import WatermarkKey
 from provenance.readers import InputError
 from provenance.result import DetectionResult
 
 
-def _load_pipeline(model: str | None, key_file: str):
-    from image_wm.reference import load_text_to_video
-    from image_wm.video import WatermarkedVideoPipeline
-    from provenance.keys import WatermarkKey
-    from provenance.models import quiet_libraries
-
-    quiet_libraries()
+def _load_pipeline(choice: ModelChoice, key_file: str) -> WatermarkedVideoPipeline:
     key = WatermarkKey.load(key_file)
-    return WatermarkedVideoPipeline(load_text_to_video(path=model), key, model_name=model or "reference")
+    model = choice.load("text-to-video")
+    return WatermarkedVideoPipeline(model.pipe, key, model_name=model.name, guidance=model.guidance)
 
 
-def _detector(key_file: str, model: str | None, steps: int, start: int | None,
+def _detector(key_file: str, choice: ModelChoice, steps: int, start: int | None,
               fpr: float) -> Callable[[list], list[DetectionResult]]:
     """VideoMark detection for clips already read (bad input is refused before the model loads)."""
-    pipeline = _load_pipeline(model, key_file)
+    pipeline = _load_pipeline(choice, key_file)
     return lambda clips: [pipeline.detect(clip, fpr=fpr, inversion_steps=steps, start=start) for clip in clips]
 
 
@@ -43,8 +40,6 @@ def _read_clips(paths: Sequence[str], max_frames: int, max_pixels: int) -> list[
             for path in paths]
 
 
-_model_option = click.option("--model", default=None, type=click.Path(file_okay=False),
-                             help="Local diffusers text-to-video folder.")
 _start_option = click.option("--start", default=None, type=click.IntRange(0),
                              help="Start offset from the generation record, if known.")
 _max_frames_option = click.option("--max-frames", default=MAX_VIDEO_FRAMES, show_default=True,
@@ -61,32 +56,27 @@ def video() -> None:
 @click.option("--prompt", required=True, help="Text prompt.")
 @click.option("--frames", default=16, show_default=True, type=click.IntRange(1, 500), help="Frames to generate.")
 @click.option("--fps", default=8.0, show_default=True, type=FiniteFloatRange(0.1, 240), help="Frame rate of the file.")
-@click.option("--model", default=None, type=click.Path(file_okay=False), help="Local diffusers text-to-video folder.")
+@model_options(video=True)
 @click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--guidance", default=None, type=FiniteFloatRange(0, 100),
-              help="Classifier-free guidance (default: the reference's 2.0).")
+@guidance_option
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
 @click.option("--out", required=True, type=click.Path(),
               help="Video file (.mp4, .webm, .gif, .mkv, .mov) or a path without suffix for a folder of PNG frames.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def video_generate(key_file, prompt, frames, fps, model, steps, guidance, seed, out, force):
+def video_generate(key_file, prompt, frames, fps, choice, steps, guidance, seed, out, force):
     """Generate one watermarked clip; prints its generation record (with the start offset) as JSON."""
-    from image_wm.pipeline import DEFAULT_GUIDANCE
-    from image_wm.video.video_io import write_video
-
     if not prompt.strip():
         raise InputError("--prompt", "empty prompt")
     out_path = check_video_output(out, force)
-    pipeline = _load_pipeline(model, key_file)
-    result = pipeline(prompt, num_frames=frames, seed=seed, num_inference_steps=steps,
-                      guidance_scale=DEFAULT_GUIDANCE if guidance is None else guidance)
+    pipeline = _load_pipeline(choice, key_file)
+    result = pipeline(prompt, num_frames=frames, seed=seed, num_inference_steps=steps, guidance_scale=guidance)
     write_video(out_path, result.videos[0], fps, overwrite=force)
     click.echo(json.dumps({"video": str(out_path), **result.records[0].to_dict()}))
 
 
 @video.command("detect")
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
-@_model_option
+@model_options(video=True)
 @steps_option
 @_start_option
 @fpr_option
@@ -94,7 +84,7 @@ def video_generate(key_file, prompt, frames, fps, model, steps, guidance, seed, 
 @max_pixels_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video, with the per-frame alignment.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
-def video_detect(key_file, model, steps, start, fpr, max_frames, max_pixels, as_json, videos):
+def video_detect(key_file, choice, steps, start, fpr, max_frames, max_pixels, as_json, videos):
     """Test VIDEOS (files or frame folders) for the watermark and recover their frame order. Every
     readable video gets a verdict; an unreadable one gets an error line and no verdict (exit 2)."""
     def describe(name: str, result: DetectionResult) -> str:
@@ -102,21 +92,21 @@ def video_detect(key_file, model, steps, start, fpr, max_frames, max_pixels, as_
                 f"{result.details['frames']}, order {result.details['frame_order']}")
 
     outcomes = detect_outcomes(_read_clips(videos, max_frames, max_pixels),
-                               lambda: _detector(key_file, model, steps, start, fpr))
+                               lambda: _detector(key_file, choice, steps, start, fpr))
     report(outcomes, as_json, describe)
 
 
 @video.command("sign")
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
 @c2pa_cli.signing_options
-@_model_option
+@model_options(video=True)
 @steps_option
 @_start_option
 @fpr_option
 @_max_frames_option
 @max_pixels_option
 @click.argument("video_file", type=click.Path(dir_okay=False))
-def video_sign(key_file, chain_file, private_key_file, alg, model, steps, start, fpr, max_frames, max_pixels, out,
+def video_sign(key_file, chain_file, private_key_file, alg, choice, steps, start, fpr, max_frames, max_pixels, out,
                force, video_file):
     """Write a copy of the MP4 VIDEO_FILE with signed Content Credentials (C2PA) that name its watermark.
 
@@ -124,14 +114,14 @@ def video_sign(key_file, chain_file, private_key_file, alg, model, steps, start,
     --fpr. The frames are not changed."""
     out_path, signer = c2pa_cli.prepare_signing(video_file, out, force, chain_file, private_key_file, alg)
     clip = read_video(video_file, max_frames=max_frames, max_pixels=max_pixels).frames
-    c2pa_cli.sign(video_file, out_path, signer, lambda: _detector(key_file, model, steps, start, fpr)([clip])[0])
+    c2pa_cli.sign(video_file, out_path, signer, lambda: _detector(key_file, choice, steps, start, fpr)([clip])[0])
 
 
 @video.command("verify", help=c2pa_cli.verify_help("VIDEOS", "--key"))
 @click.option("--key", "key_file", default=None, type=click.Path(dir_okay=False),
               help="Key file: also test the watermark.")
 @c2pa_cli.trust_option
-@_model_option
+@model_options(video=True)
 @steps_option
 @_start_option
 @fpr_option
@@ -139,6 +129,6 @@ def video_sign(key_file, chain_file, private_key_file, alg, model, steps, start,
 @max_pixels_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def video_verify(key_file, trust_anchors, model, steps, start, fpr, max_frames, max_pixels, as_json, videos):
-    detect = (lambda: _detector(key_file, model, steps, start, fpr)) if key_file else None
+def video_verify(key_file, trust_anchors, choice, steps, start, fpr, max_frames, max_pixels, as_json, videos):
+    detect = (lambda: _detector(key_file, choice, steps, start, fpr)) if key_file else None
     c2pa_cli.verify(_read_clips(videos, max_frames, max_pixels), trust_anchors, detect, as_json)

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from image_wm.inversion import invert_images
+from image_wm.families import adapter_for
 from image_wm.image_io import resize_images
-from image_wm.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, to_uint8
+from image_wm.inversion import invert_images
+from image_wm.pipeline import DEFAULT_STEPS, to_uint8
 from image_wm.schemes.base import DEFAULT_FPR
 from image_wm.video.videomark import VideoMark
 from provenance.keys import WatermarkKey
@@ -42,7 +43,7 @@ class VideoRecord:
     start_offset: int
     frames: int
     steps: int
-    guidance_scale: float
+    guidance_scale: float | None
     model: str
     created: float = field(default_factory=time.time)
 
@@ -59,31 +60,39 @@ class WatermarkedVideos:
 class WatermarkedVideoPipeline:
     """A diffusers text-to-video pipeline plus VideoMark and a key."""
 
-    def __init__(self, pipe: Any, key: WatermarkKey, scheme: VideoMark | None = None, model_name: str = "reference") -> None:
+    def __init__(self, pipe: Any, key: WatermarkKey, scheme: VideoMark | None = None, model_name: str = "local",
+                 guidance: float | None = None) -> None:
+        """``guidance``: the generation default (None: the pipeline's documented one)."""
+        self.adapter = adapter_for(pipe)
+        self.adapter.latent_shape(1, DEFAULT_FRAMES)  # refuse an image pipeline now, in one line
         self.pipe = pipe
         self.key = key
         self.scheme = scheme or VideoMark()
         self.model_name = model_name
+        self.guidance = self.adapter.default_guidance if guidance is None else guidance
 
     @property
     def frame_size(self) -> int:
-        return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
+        return self.adapter.image_side
 
-    def latent_shape(self, frames: int) -> tuple[int, int, int, int, int]:
-        side = int(self.pipe.unet.config.sample_size)
-        return 1, int(self.pipe.unet.config.in_channels), frames, side, side
+    def latent_shape(self, frames: int) -> tuple[int, ...]:
+        return self.adapter.latent_shape(1, frames)
 
-    def run_pipeline(self, prompts: list[str], latents: torch.Tensor, steps: int, guidance: float,
+    def run_pipeline(self, prompts: list[str], latents: torch.Tensor, steps: int, guidance: float | None,
                      **kwargs: Any) -> np.ndarray:
-        out = self.pipe(prompts, latents=latents.to(self.pipe.device, self.pipe.unet.dtype), num_frames=latents.shape[2],
-                        num_inference_steps=steps, guidance_scale=guidance, output_type="np", **kwargs)
+        if guidance is not None:
+            kwargs["guidance_scale"] = guidance
+        out = self.pipe(prompts, latents=self.adapter.pipeline_latents(latents), num_frames=latents.shape[2],
+                        num_inference_steps=steps, output_type="np", **kwargs)
         return to_uint8(np.asarray(out.frames))
 
     def __call__(self, prompt: str | list[str], *, num_frames: int = DEFAULT_FRAMES, seed: int = 0,
-                 num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float = DEFAULT_GUIDANCE,
+                 num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float | None = None,
                  **kwargs: Any) -> WatermarkedVideos:
-        """Clip ``i`` uses ``torch.Generator().manual_seed(seed + i)`` for its start offset and codewords."""
+        """Clip ``i`` uses ``torch.Generator().manual_seed(seed + i)`` for its start offset and codewords
+        (guidance_scale None: this pipeline's ``guidance``)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        guidance_scale = self.guidance if guidance_scale is None else guidance_scale
         if num_frames < 1:
             raise ValueError("num_frames must be at least 1")
         latents, starts = [], []

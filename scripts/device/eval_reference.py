@@ -11,8 +11,7 @@ import torch
 sys.path.insert(0, ".")
 from benchmarks.reference_models import (HELD_OUT_SEED, generate_latents, label_match, sign_agreement,
                                          vae_round_trip_psnr)
-from image_wm import inversion
-from image_wm.reference import scenes
+from image_wm import inversion, scenes
 from image_wm.reference.pipelines import load_captioner, load_text_to_image
 
 dev = sys.argv[2] if len(sys.argv) > 2 else "cuda"
@@ -36,7 +35,7 @@ for cfg in (1.0, 1.5, 2.0, 3.0, 5.0):
     for steps in ((10, 25, 50) if cfg == 2.0 else (50,)):
         full = sign_agreement(inversion.invert_images(pipe, gen[:M], num_steps=steps), noise[:M])
         row[f"full_{steps}"] = [float(full.mean()), float(full.min())]
-    nv = sign_agreement(inversion.ddim_invert(pipe, z0[:M], 50), noise[:M])
+    nv = sign_agreement(inversion.invert_latents(pipe, z0[:M], 50), noise[:M])
     row["no_vae_50"] = [float(nv.mean()), float(nv.min())]
     if cfg == 2.0:
         ref = sign_agreement(inversion.invert_images(pipe, gen[:D], 50, decoder_steps=100), noise[:D])

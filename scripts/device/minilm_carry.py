@@ -24,7 +24,7 @@ ROWS = "embeddings.word_embeddings.weight"
 def prune(out: Path) -> None:
     from transformers import AutoTokenizer
 
-    from image_wm.reference import scenes
+    from image_wm import scenes
     from provenance.models import default_embedder
 
     src = default_embedder().path
