@@ -85,7 +85,9 @@ RESULT_FILES = ("results.json", "results.csv", "report.html", "summary.md")
 # what an audit writes into its folder; key.json is its key, kept across --force
 AUDIT_OUTPUTS = (AUDIT_FILE, PARTIAL_FILE, *RESULT_FILES, EXAMPLES_DIR)
 SETTING_FIELDS = ("modality", "schemes", "attacks", "strengths", "levels", "n", "fpr", "seed", "key_id", "model",
-                  "steps", "tokens")
+                  "steps", "tokens", "resync")
+# fields added after audits were first recorded, with the value an older record means by leaving them out
+LATER_FIELDS = {"resync": None}
 MAX_PARTIAL_BYTES = 1 << 30  # a partial file is streamed line by line; this caps the whole file
 MAX_RECORD_BYTES = 4 << 20  # a record is a few KiB; a longer line is skipped unread
 MAX_AUDIT_FILE_BYTES = 1 << 20
@@ -269,6 +271,8 @@ def _recorded_settings(out: Path) -> tuple[dict[str, Any] | None, str | None]:
         except InputError as exc:
             return None, f"{name}: {exc.problem}"
         recorded = pick(value) if isinstance(value, dict) else None
+        if isinstance(recorded, dict):
+            recorded = {**LATER_FIELDS, **recorded}
         if not isinstance(recorded, dict) or not set(SETTING_FIELDS) <= set(recorded):
             return None, f"{name} holds no audit settings"
         return {field: recorded[field] for field in SETTING_FIELDS}, None

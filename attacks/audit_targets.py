@@ -132,10 +132,12 @@ class ImageTarget:
 
     modality: Modality = "image"
 
-    def __init__(self, scheme: str, key: WatermarkKey, *, model: str | None = None, steps: int | None = None) -> None:
+    def __init__(self, scheme: str, key: WatermarkKey, *, model: str | None = None, steps: int | None = None,
+                 resync: str = "off") -> None:
         self.scheme, self.key, self.key_id = scheme, key, key.key_id
         self._model = model
         self.steps = DEFAULT_STEPS if steps is None else int(steps)
+        self.resync = resync  # latent schemes: the geometric search before inversion (image_wm.resync)
 
     @property
     def diffusion(self) -> loading.DiffusionModel:
@@ -195,7 +197,7 @@ class LatentImageTarget(ImageTarget):
         return Items(np.concatenate(marked), self.plain_images(prompts, seed), payload)
 
     def detect(self, items: np.ndarray, fpr: float, payload: bytes | None) -> list[DetectionResult]:
-        return self.wrapped.detect(items, fpr=fpr, inversion_steps=self.steps)
+        return self.wrapped.detect(items, fpr=fpr, inversion_steps=self.steps, resync=self.resync)
 
 
 class PostHocImageTarget(ImageTarget):
@@ -390,13 +392,13 @@ def video_prompts(n: int, seed: int) -> list[str]:
 
 
 def make_targets(modality: Modality, schemes: Sequence[str], key: WatermarkKey, *, model: str | None = None,
-                 steps: int | None = None, tokens: int = DEFAULT_TEXT_TOKENS) -> list[AuditTarget]:
+                 steps: int | None = None, tokens: int = DEFAULT_TEXT_TOKENS, resync: str = "off") -> list[AuditTarget]:
     """Targets for named schemes (cheap: models load on first use). Unknown names raise ``LookupError``.
 
-    Video audits use VideoMark (``videomark``), the one video scheme.
+    Video audits use VideoMark (``videomark``), the one video scheme; ``resync`` applies to latent image schemes.
     """
     if modality == "image":
-        return [image_target(s, key, model=model, steps=steps) for s in schemes]
+        return [image_target(s, key, model=model, steps=steps, resync=resync) for s in schemes]
     if modality == "text":
         return [TextTarget(s, key, model=model, tokens=tokens) for s in schemes]
     if modality == "video":

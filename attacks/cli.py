@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from attacks.audit import KEY_FILE
+from image_wm.resync import RESYNC_MODES
 from provenance import __version__
 from provenance.cli_support import FiniteFloatRange
 from provenance.files import check_new_output, write_text_atomic
@@ -76,13 +77,15 @@ def _audit_key(key_file: str | None, out: Path):
               help="Image generation and DDIM inversion steps (default 25).")
 @click.option("--tokens", default=200, show_default=True, type=click.IntRange(8, 4096),
               help="New tokens per generated text.")
+@click.option("--resync", default="off", show_default=True, type=click.Choice(RESYNC_MODES),
+              help="Latent image schemes: undo geometric edits before inversion (image detect --resync).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: new, empty, or holding this same audit (then resumed).")
 @click.option("--force", is_flag=True,
               help="Start afresh: replace the audit in OUT (its results, report and examples; OUT/key.json is kept) "
                    "or write beside other files in OUT.")
-def audit(modality, schemes, attack_names, strengths, levels, n, fpr, seed, key_file, model, steps, tokens, out,
-          force):
+def audit(modality, schemes, attack_names, strengths, levels, n, fpr, seed, key_file, model, steps, tokens, resync,
+          out, force):
     """Run a scheme x attack x strength audit; writes results.json, results.csv, report.html and summary.md to OUT.
 
     OUT records the audit's settings in audit.json. Run again with the same settings, the audit
@@ -106,15 +109,17 @@ def audit(modality, schemes, attack_names, strengths, levels, n, fpr, seed, key_
     for chosen in resolve_attacks(modality, names):
         grid_strengths(chosen, values, levels)
     key, fresh = _audit_key(key_file, out_dir)
-    targets = make_targets(modality, scheme_names, key, model=model, steps=steps, tokens=tokens)
+    targets = make_targets(modality, scheme_names, key, model=model, steps=steps, tokens=tokens, resync=resync)
     grid = f"--strengths {','.join(f'{v:g}' for v in values)}" if values else f"--levels {levels}"
     command = (f"provenance audit --modality {modality} --schemes {','.join(scheme_names)} --attacks {','.join(names)} "
                f"{grid} --n {n} --fpr {fpr:g} --seed {seed}" + (f" --model {model}" if model else "")
-               + (f" --steps {steps}" if steps else "") + (f" --tokens {tokens}" if modality == "text" else ""))
+               + (f" --steps {steps}" if steps else "") + (f" --tokens {tokens}" if modality == "text" else "")
+               + (f" --resync {resync}" if resync != "off" else ""))
     config = {"command": command, "version": __version__, "modality": modality, "schemes": scheme_names,
               "attacks": names, "strengths": values, "levels": None if values else levels, "n": n, "fpr": fpr,
               "seed": seed, "key_id": key.key_id, "model": model or "default", "steps": steps,
-              "tokens": tokens if modality == "text" else None}
+              "tokens": tokens if modality == "text" else None,
+              "resync": resync if modality == "image" and resync != "off" else None}
     # OUT is judged before any model loads and before anything in it is written (attacks.audit)
     settings = audit_settings(config)
     how = check_audit_folder(out_dir, settings, force)

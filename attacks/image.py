@@ -102,6 +102,41 @@ def rotation(images: np.ndarray, degrees: float, seed: int = 0) -> np.ndarray:
     return edits.rotate(images, degrees, seed)
 
 
+@_distortion("mirror", 0.0, 1.0, 1.0, unit="flipped left to right at strength >= 0.5")
+def mirror(images: np.ndarray, strength: float, seed: int = 0) -> np.ndarray:
+    """Flip left to right (a selfie camera, a re-posted meme); strength below 0.5 leaves the image as is."""
+    return edits.mirror(images, seed) if strength >= 0.5 else np.array(images, copy=True)
+
+
+@_distortion("crop-fit", 0.0, 0.4, 0.1, unit="fraction of each side cut, centred")
+def crop_fit(images: np.ndarray, cut: float, seed: int = 0) -> np.ndarray:
+    """Crop to fit: cut ``cut`` of each side's length (half from either border), resize back to size."""
+    return edits.zoom(images, 1.0 / (1.0 - cut), seed=seed)
+
+
+@_distortion("zoom-out", 0.5, 1.0, 0.8, stronger="down", unit="scale factor, black border")
+def zoom_out(images: np.ndarray, factor: float, seed: int = 0) -> np.ndarray:
+    """Shrink the picture about the centre on the same canvas, with a black border (a letterboxed repost)."""
+    return edits.zoom(images, factor, seed=seed)
+
+
+@_distortion("translation", 0.0, 0.25, 0.1, unit="fraction of the side, seeded direction")
+def translation(images: np.ndarray, shift: float, seed: int = 0) -> np.ndarray:
+    """Shift by ``shift`` of the side in a seeded direction, black border."""
+
+    def edit(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        angle = rng.uniform(0, 2 * math.pi)
+        return edits.translate(image, shift * math.cos(angle), shift * math.sin(angle))
+
+    return per_image(images, seed, edit)
+
+
+@_distortion("aspect", 1.0, 1.5, 1.2, unit="width scale factor, sides cut")
+def aspect(images: np.ndarray, factor: float, seed: int = 0) -> np.ndarray:
+    """Stretch the width by ``factor`` about the centre, height kept, the sides cut to the canvas."""
+    return edits.stretch(images, factor, seed)
+
+
 @_distortion("erase", 0.0, 0.25, 0.1, unit="fraction of the area erased")
 def erase(images: np.ndarray, area: float, seed: int = 0) -> np.ndarray:
     """Black out a square of the given area at a seeded position (WAVES Dist-Erase: 0-0.25)."""

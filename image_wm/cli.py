@@ -20,6 +20,7 @@ import numpy as np
 from image_wm.image_io import MAX_IMAGE_PIXELS, check_image_output, read_image, write_image
 from image_wm.loading import DTYPE_CHOICES, DiffusionModel, check_captioner, describe, folder_task, load_model
 from image_wm.pipeline import WatermarkedPipeline
+from image_wm.resync import DEFAULT_RESYNC, RESYNC_MODES
 from image_wm.schemes import DEFAULT_FPR, SCHEME_NAMES, get_scheme
 from provenance import c2pa_cli
 from provenance.cli_support import FiniteFloatRange, attempt, detect_outcomes, report
@@ -101,6 +102,15 @@ steps_option = click.option("--steps", default=25, show_default=True, type=click
                              help="Inversion steps (DDIM, or Euler for flow matching).")
 fpr_option = click.option("--fpr", default=DEFAULT_FPR, show_default=True,
                            type=FiniteFloatRange(1e-12, 0.5, min_open=True))
+image_fpr_option = click.option(
+    "--fpr", default=None, type=FiniteFloatRange(1e-12, 0.5, min_open=True),
+    help=f"False-positive rate of the test (default: {DEFAULT_FPR:g}; tree-ring 1e-4, since on small latents its "
+         "ring statistic does not reach 1e-6 on every watermarked image).")
+resync_option = click.option(
+    "--resync", default=DEFAULT_RESYNC, show_default=True, type=click.Choice(RESYNC_MODES),
+    help="Undo likely geometric edits before inversion: off; fast (mirror, 10% and 20% crop-to-fit: 4 inversions "
+         "an image); thorough (also rotations, corner crops, zoom-out, shifts, aspect: 46). The p-value is "
+         "Bonferroni-corrected over the candidates tried.")
 max_pixels_option = click.option("--max-pixels", default=MAX_IMAGE_PIXELS, show_default=True,
                                  type=click.IntRange(1, 1 << 40),
                                  help="Refuse images (or video frames) with more pixels than this.")
@@ -111,14 +121,16 @@ def read_images(paths: Sequence[str], max_pixels: int) -> list[tuple[str, np.nda
     return [(path, attempt(path, lambda path=path: read_image(path, max_pixels=max_pixels))) for path in paths]
 
 
-def _detector(key_file: str, scheme: str, choice: ModelChoice, steps: int, fpr: float, decoder_steps: int = 0,
-              calibrate: bool = True) -> Callable[[list[np.ndarray]], list[DetectionResult]]:
-    """Detection for images already read: loads the model once, then one batch per call."""
+def _detector(key_file: str, scheme: str, choice: ModelChoice, steps: int, fpr: float | None, resync: str,
+              decoder_steps: int = 0, calibrate: bool = True) -> Callable[[list[np.ndarray]], list[DetectionResult]]:
+    """Detection for images already read: loads the model once, then one batch per call (``fpr`` None:
+    the scheme's ``default_fpr``)."""
     pipeline = _load_pipeline(choice, scheme, key_file, calibrate=calibrate)
+    fpr = pipeline.scheme.default_fpr if fpr is None else fpr
 
     def detect(images: list[np.ndarray]) -> list[DetectionResult]:
         batch = np.stack([pipeline.native_size(im[None])[0] for im in images])
-        return pipeline.detect(batch, fpr=fpr, inversion_steps=steps, decoder_steps=decoder_steps)
+        return pipeline.detect(batch, fpr=fpr, inversion_steps=steps, decoder_steps=decoder_steps, resync=resync)
 
     return detect
 
@@ -159,14 +171,16 @@ def image_generate(key_file, scheme, prompt, payload, choice, steps, guidance, s
 @steps_option
 @click.option("--decoder-steps", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Decoder-inversion refinement steps before DDIM inversion.")
-@fpr_option
+@image_fpr_option
+@resync_option
 @click.option("--no-calibration", is_flag=True,
               help="Tree-Ring only: skip the nuisance projection for edited images, and with it the "
                    "one-off fit for a new --model.")
 @max_pixels_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def image_detect(key_file, scheme, choice, steps, decoder_steps, fpr, no_calibration, max_pixels, as_json, images):
+def image_detect(key_file, scheme, choice, steps, decoder_steps, fpr, resync, no_calibration, max_pixels, as_json,
+                 images):
     """Test IMAGES for the watermark (inverts each to its initial noise). Every readable image gets
     a verdict; an unreadable one gets an error line and no verdict (exit 2).
 
@@ -174,7 +188,7 @@ def image_detect(key_file, scheme, choice, steps, decoder_steps, fpr, no_calibra
     inversions, then cached; the reference model's ship with the package); --no-calibration
     skips it, at the cost of the fixed-key protection on rotated or erased images."""
     outcomes = detect_outcomes(read_images(images, max_pixels), lambda: _detector(
-        key_file, scheme, choice, steps, fpr, decoder_steps, calibrate=not no_calibration))
+        key_file, scheme, choice, steps, fpr, resync, decoder_steps, calibrate=not no_calibration))
     report(outcomes, as_json, lambda name, result: f"{name}: {result.summary()}")
 
 
@@ -184,10 +198,11 @@ def image_detect(key_file, scheme, choice, steps, decoder_steps, fpr, no_calibra
 @c2pa_cli.signing_options
 @model_options()
 @steps_option
-@fpr_option
+@image_fpr_option
+@resync_option
 @max_pixels_option
 @click.argument("image_file", type=click.Path(dir_okay=False))
-def image_sign(key_file, scheme, chain_file, private_key_file, alg, choice, steps, fpr, max_pixels, out, force,
+def image_sign(key_file, scheme, chain_file, private_key_file, alg, choice, steps, fpr, resync, max_pixels, out, force,
                image_file):
     """Write a copy of IMAGE_FILE with signed Content Credentials (C2PA) that name its watermark.
 
@@ -196,7 +211,7 @@ def image_sign(key_file, scheme, chain_file, private_key_file, alg, choice, step
     (scheme, key id, payload) and the detection's p-value. The image's pixels are not changed."""
     out_path, signer = c2pa_cli.prepare_signing(image_file, out, force, chain_file, private_key_file, alg)
     pixels = read_image(image_file, max_pixels=max_pixels)
-    c2pa_cli.sign(image_file, out_path, signer, lambda: _detector(key_file, scheme, choice, steps, fpr)([pixels])[0])
+    c2pa_cli.sign(image_file, out_path, signer, lambda: _detector(key_file, scheme, choice, steps, fpr, resync)([pixels])[0])
 
 
 @image.command("verify", help=c2pa_cli.verify_help("IMAGES", "--key and --scheme"))
@@ -206,14 +221,15 @@ def image_sign(key_file, scheme, chain_file, private_key_file, alg, choice, step
 @c2pa_cli.trust_option
 @model_options()
 @steps_option
-@fpr_option
+@image_fpr_option
+@resync_option
 @max_pixels_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def image_verify(key_file, scheme, trust_anchors, choice, steps, fpr, max_pixels, as_json, images):
+def image_verify(key_file, scheme, trust_anchors, choice, steps, fpr, resync, max_pixels, as_json, images):
     if (key_file is None) != (scheme is None):
         raise click.UsageError("give --key and --scheme together, or neither")
-    detect = (lambda: _detector(key_file, scheme, choice, steps, fpr)) if key_file else None
+    detect = (lambda: _detector(key_file, scheme, choice, steps, fpr, resync)) if key_file else None
     c2pa_cli.verify(read_images(images, max_pixels), trust_anchors, detect, as_json)
 
 

@@ -64,3 +64,52 @@ def erase(images: np.ndarray, area: float, seed: int = 0) -> np.ndarray:
         return out
 
     return per_image(images, seed, edit)
+
+
+def mirror(images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Flip left to right (``seed`` unused)."""
+    return per_image(images, seed, lambda image, rng: np.ascontiguousarray(image[:, ::-1]))
+
+
+def _affine(image: np.ndarray, matrix: np.ndarray, fill: tuple[float, float, float]) -> np.ndarray:
+    height, width = image.shape[:2]
+    return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=fill)
+
+
+def zoom(images: np.ndarray, factor: float, centre: tuple[float, float] = (0.5, 0.5), seed: int = 0,
+         fill: str = "black") -> np.ndarray:
+    """Scale the content by ``factor`` about the point at fractions ``centre`` (x, y) of the image, same
+    canvas: above 1 a crop of side ``1 / factor`` there, resized back to size (crop to fit); below 1
+    the image shrunk, the border filled with black or (``fill="mean"``) the image's mean colour."""
+
+    def edit(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        height, width = image.shape[:2]
+        cx, cy = centre[0] * (width - 1), centre[1] * (height - 1)
+        matrix = np.array([[factor, 0.0, cx * (1 - factor)], [0.0, factor, cy * (1 - factor)]])
+        colour = (0.0, 0.0, 0.0) if fill == "black" else tuple(float(c) for c in image.reshape(-1, 3).mean(0))
+        return _affine(image, matrix, colour)
+
+    return per_image(images, seed, edit)
+
+
+def translate(images: np.ndarray, dx: float, dy: float, seed: int = 0) -> np.ndarray:
+    """Shift by fractions ``(dx, dy)`` of the width and height (right and down), black border."""
+
+    def edit(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        height, width = image.shape[:2]
+        return _affine(image, np.array([[1.0, 0.0, dx * width], [0.0, 1.0, dy * height]]), (0.0, 0.0, 0.0))
+
+    return per_image(images, seed, edit)
+
+
+def stretch(images: np.ndarray, factor: float, seed: int = 0) -> np.ndarray:
+    """Change the aspect: scale the width by ``factor`` about the centre, height kept, same canvas
+    (above 1 the sides are cut off, below 1 black bars appear)."""
+
+    def edit(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        width = image.shape[1]
+        cx = (width - 1) / 2.0
+        return _affine(image, np.array([[factor, 0.0, cx * (1 - factor)], [0.0, 1.0, 0.0]]), (0.0, 0.0, 0.0))
+
+    return per_image(images, seed, edit)

@@ -37,6 +37,8 @@ import torch
 from image_wm.families import adapter_for
 from image_wm.image_io import resize_images
 from image_wm.inversion import invert_images
+from image_wm.resync import candidates as resync_candidates
+from image_wm.resync import combine, expand
 from image_wm.schemes import DEFAULT_FPR, GeneratesItsOwnImages, LatentWatermark, PipelineCalibrated, get_scheme
 from image_wm.schemes.seal import CAPTION_VARIANTS
 from image_wm.semantics import CaptionEmbedder
@@ -45,6 +47,7 @@ from provenance.keys import WatermarkKey
 from provenance.result import DetectionResult
 
 DEFAULT_STEPS = 25
+DETECT_CHUNK = 32  # images (candidates included) inverted per batch: bounds GPU memory on large models
 
 
 @dataclass
@@ -176,12 +179,18 @@ class WatermarkedPipeline:
                              decoder_steps=decoder_steps)
 
     def detect(self, images: np.ndarray, *, fpr: float = DEFAULT_FPR, inversion_steps: int = DEFAULT_STEPS,
-               decoder_steps: int = 0, caption_variants: int = CAPTION_VARIANTS) -> list[DetectionResult]:
-        """One result per image: invert, then the scheme's calibrated test."""
-        images = self.native_size(images)
-        latents = self.invert(images, inversion_steps, decoder_steps)
-        embeddings = self.semantics.embed(images, variants=caption_variants) if self.scheme.semantic else None
-        results = self.detector.detect(latents, self.key, fpr=fpr, embeddings=embeddings)
+               decoder_steps: int = 0, caption_variants: int = CAPTION_VARIANTS,
+               resync: str = "off") -> list[DetectionResult]:
+        """One result per image: undo the candidate geometric edits of ``resync`` (``image_wm.resync``),
+        invert every candidate, run the scheme's calibrated test on each, Bonferroni over them."""
+        tried = resync_candidates(resync)
+        candidates = expand(self.native_size(images), tried)
+        latents = torch.cat([self.invert(candidates[i:i + DETECT_CHUNK], inversion_steps, decoder_steps)
+                             for i in range(0, len(candidates), DETECT_CHUNK)])
+        embeddings = self.semantics.embed(candidates, variants=caption_variants) \
+            if self.scheme.semantic and self.semantics is not None else None
+        tested = self.detector.detect(latents, self.key, fpr=fpr / len(tried), embeddings=embeddings)
+        results = combine(tested, tried, fpr, resync)
         for result in results:
             result.details.update(inversion_steps=inversion_steps, decoder_steps=decoder_steps)
         return results

@@ -405,7 +405,7 @@ def stub_cli(monkeypatch):
             events.append(("make", self.scheme))
             return super().make(n, seed)
 
-    def make_targets(modality, schemes, key, *, model=None, steps=None, tokens=None):
+    def make_targets(modality, schemes, key, *, model=None, steps=None, tokens=None, resync="off"):
         return [Stub(s, key, model) for s in schemes]
 
     monkeypatch.setattr("attacks.audit_targets.make_targets", make_targets)
@@ -435,7 +435,7 @@ def test_rerun_with_same_settings_resumes(stub_cli, tmp_path):
     recorded = json.loads((out / AUDIT_FILE).read_text())["settings"]
     assert recorded == {"modality": "image", "schemes": ["stub"], "attacks": [IMAGE_NOISE], "strengths": [0.0, 10.0],
                         "levels": None, "n": 2, "fpr": 0.01, "seed": 0, "key_id": WatermarkKey.load(out / "key.json")
-                        .key_id, "model": "default", "steps": None, "tokens": None}
+                        .key_id, "model": "default", "steps": None, "tokens": None, "resync": None}
     before = _snapshot(out)
     events.clear()
     again = run(out)
@@ -453,6 +453,7 @@ def test_rerun_with_same_settings_resumes(stub_cli, tmp_path):
     ({"strengths": None, "levels": "2"}, "levels"),
     ({"attacks": f"{IMAGE_NOISE},{IMAGE_BLEND}", "strengths": "0,1"}, "attacks"),
     ({"schemes": "stub,other"}, "schemes"), ({"model": "elsewhere"}, "model"), ({"steps": "3"}, "steps"),
+    ({"resync": "fast"}, "resync"),
     ({"key": "OTHER"}, "key_id"),
 ])
 def test_rerun_with_other_settings_is_refused(stub_cli, tmp_path, changes, field):
@@ -651,3 +652,17 @@ def test_only_unscoreable_content_counts_as_a_miss_and_a_defect_fails_loudly(tok
     target.watermark = Broken()
     with pytest.raises(ValueError, match="the detector got wrong"):
         target.detect([human], fpr=0.01, payload=None)
+
+
+def test_an_audit_recorded_before_resync_existed_still_resumes(stub_cli, tmp_path):
+    """Settings fields added later (``resync``) read as their old meaning when a record lacks them."""
+    run, events = stub_cli
+    out = tmp_path / "out"
+    assert run(out).exit_code == 0
+    recorded = json.loads((out / AUDIT_FILE).read_text())
+    del recorded["settings"]["resync"]
+    (out / AUDIT_FILE).write_text(json.dumps(recorded))
+    events.clear()
+    again = run(out)
+    assert again.exit_code == 0 and "reusing the finished cells" in again.output
+    assert ("make", "stub") not in events

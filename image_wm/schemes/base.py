@@ -38,6 +38,7 @@ class LatentWatermark(Protocol):
     name: str
     payload_bytes: int  # 0 for zero-bit schemes
     semantic: bool
+    default_fpr: float  # the detection level commands use unless told otherwise: one this scheme's own images reach
 
     def initial_latents(self, shape: tuple[int, ...], key: WatermarkKey, generator: torch.Generator,
                         payload: bytes | None = None, embeddings: torch.Tensor | None = None) -> torch.Tensor: ...

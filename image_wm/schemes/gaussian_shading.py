@@ -70,6 +70,7 @@ class GaussianShading:
     """Sign-encrypted replicated payload in the initial latent; exact vote and binomial tests."""
 
     name = "gaussian-shading"
+    default_fpr = DEFAULT_FPR
     semantic = False
 
     def __init__(self, payload_bytes: int = 2) -> None:

@@ -45,6 +45,7 @@ class PRCWatermark:
     """Pseudo-Gaussian latents from PRC codewords; zero-bit detection and payload decoding."""
 
     name = "prc"
+    default_fpr = DEFAULT_FPR
     semantic = False
 
     def __init__(self, payload_bytes: int = 2, t: int = 3, decode_fpr: float = 1e-9, noise_var: float = 1.5) -> None:

@@ -72,6 +72,7 @@ class SEAL:
     """Semantic zero-bit latent watermark; see the module docstring."""
 
     name = "seal"
+    default_fpr = DEFAULT_FPR
     payload_bytes = 0
     semantic = True
 

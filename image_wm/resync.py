@@ -1,0 +1,123 @@
+"""Undo the likely geometric edit before inversion: a keyless search over inverse transforms.
+
+Why: a latent watermark is read by inverting the image to its initial noise and comparing it with
+the key's pattern position by position. A mirror, a crop resized back to size, a shift or a turn
+puts every latent value in the wrong place, and every inversion-based scheme then reads noise.
+No content estimate can tell where the original frame was without the key, so detection tries a
+fixed list of candidate inverse transforms, the same for every key and every image: each
+candidate of each image is inverted (one batched inversion) and tested at level ``fpr / m`` for
+``m`` candidates, and the image's p-value is ``min(1, m * min_j p_j)``. Bonferroni needs no
+assumption about how the candidates' p-values depend on each other, so the reported p-value stays
+valid under the null (conservative) whatever the search tried; the transform that gave the
+smallest p-value is reported with it.
+
+Modes (``MODES``): ``off`` tests the image as received; ``fast`` adds the mirror and the two
+common crop-to-fit edits (10% and 20% of the side cut, centred, resized back); ``thorough`` adds
+rotations of 2.5-45 degrees either way, crops at the corners and the centre, zoom-out, shifts
+and aspect changes. Cost grows with ``m``: each candidate is one more inversion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from image_wm import edits
+from provenance.result import DetectionResult
+
+__all__ = ["Candidate", "MODES", "RESYNC_MODES", "DEFAULT_RESYNC", "candidates", "expand", "combine"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One inverse transform: ``undo`` maps uint8 ``(N, H, W, 3)`` images back to where an edit named
+    ``found`` took them from."""
+
+    found: str
+    undo: Callable[[np.ndarray], np.ndarray]
+
+
+def _identity(images: np.ndarray) -> np.ndarray:
+    return images
+
+
+AS_RECEIVED = Candidate("none", _identity)
+MIRRORED = Candidate("mirrored", edits.mirror)
+
+
+def rotated(degrees: float) -> Candidate:
+    return Candidate(f"rotated {degrees:+g} degrees", lambda images: edits.rotate(images, -degrees))
+
+
+def cropped(keep: float, centre: tuple[float, float] = (0.5, 0.5)) -> Candidate:
+    """Undo a crop keeping ``keep`` of each side about ``centre``, resized back: shrink about the same point."""
+    where = "centred" if centre == (0.5, 0.5) else f"at ({centre[0]:g}, {centre[1]:g})"
+    return Candidate(f"cropped to {keep:.0%} of the side {where}, resized back",
+                     lambda images: edits.zoom(images, keep, centre, fill="mean"))
+
+
+def zoomed_out(factor: float) -> Candidate:
+    return Candidate(f"shrunk to {factor:.0%} with a border", lambda images: edits.zoom(images, 1 / factor))
+
+
+def shifted(dx: float, dy: float) -> Candidate:
+    return Candidate(f"shifted by ({dx:+.0%}, {dy:+.0%})", lambda images: edits.translate(images, -dx, -dy))
+
+
+def stretched(factor: float) -> Candidate:
+    return Candidate(f"width scaled by {factor:g}", lambda images: edits.stretch(images, 1 / factor))
+
+
+CORNERS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))
+MODES: dict[str, tuple[Candidate, ...]] = {
+    "off": (AS_RECEIVED,),
+    "fast": (AS_RECEIVED, MIRRORED, cropped(0.9), cropped(0.8)),
+    "thorough": (
+        AS_RECEIVED, MIRRORED,
+        *(rotated(sign * d) for d in (2.5, 5, 7.5, 10, 15, 22.5, 30, 45) for sign in (1, -1)),
+        *(cropped(keep, centre) for keep in (0.95, 0.9, 0.8, 0.7) for centre in ((0.5, 0.5), *CORNERS)),
+        *(zoomed_out(f) for f in (0.9, 0.8)),
+        *(shifted(dx, dy) for dx, dy in ((0.1, 0), (-0.1, 0), (0, 0.1), (0, -0.1))),
+        *(stretched(f) for f in (0.9, 1.1)),
+    ),
+}
+RESYNC_MODES = tuple(MODES)
+DEFAULT_RESYNC = "fast"  # what detection commands use unless told otherwise (docs/robustness.md measures the modes)
+
+
+def candidates(mode: str) -> tuple[Candidate, ...]:
+    """The candidate inverse transforms of ``mode``; a ``ValueError`` naming the modes for anything else."""
+    if mode not in MODES:
+        raise ValueError(f"unknown resync mode {mode!r} (use {', '.join(MODES)})")
+    return MODES[mode]
+
+
+def expand(images: np.ndarray, tried: Sequence[Candidate]) -> np.ndarray:
+    """``(N * m, H, W, 3)``: every candidate of image 0, then of image 1, ..."""
+    undone = np.stack([candidate.undo(images) for candidate in tried], axis=1)  # (N, m, H, W, 3)
+    return undone.reshape(-1, *images.shape[1:])
+
+
+def combine(results: Sequence[DetectionResult], tried: Sequence[Candidate], fpr: float, mode: str
+            ) -> list[DetectionResult]:
+    """One result per image from its ``m`` candidates' results (tested at ``fpr / m``): the candidate
+    with the smallest p-value, its p-value times ``m`` (Bonferroni), the transform it undid."""
+    m = len(tried)
+    if m == 1:
+        return list(results)
+    out = []
+    for start in range(0, len(results), m):
+        group = results[start:start + m]
+        best = min(range(m), key=lambda j: group[j].p_value)
+        chosen = group[best]
+        p_value = min(1.0, m * chosen.p_value)
+        out.append(DetectionResult(
+            detected=chosen.detected, p_value=p_value, score=chosen.score, threshold=chosen.threshold, fpr=fpr,
+            scheme=chosen.scheme, key_id=chosen.key_id, payload=chosen.decoded_payload,
+            bit_accuracy=chosen.bit_accuracy,
+            details={**chosen.details, "resync": {"mode": mode, "candidates": m, "found": tried[best].found,
+                                                  "p_value_uncorrected": chosen.p_value,
+                                                  "threshold_at": fpr / m}}))
+    return out
