@@ -50,6 +50,16 @@ def test_plain_clip_and_wrong_key_are_not_detected(pipe, marked):
     assert not other.detect(clip, fpr=0.01, inversion_steps=STEPS).detected
 
 
+def test_a_mirrored_clip_is_found_with_resync(marked):
+    """Every frame mirrored: lost as received, found with the fast search, the mirror named."""
+    wm, clip, record = marked
+    flipped = np.ascontiguousarray(clip[:, :, ::-1])
+    assert not wm.detect(flipped, fpr=1e-3, inversion_steps=STEPS, start=record.start_offset).detected
+    result = wm.detect(flipped, fpr=1e-3, inversion_steps=STEPS, start=record.start_offset, resync="fast")
+    assert result.detected and result.details["resync"] == {**result.details["resync"], "found": "mirrored",
+                                                            "candidates": 4}
+
+
 @pytest.mark.parametrize("name,strength", [("frame-swap", 2), ("frame-drop", 1 / 8), ("frame-insert", 1 / 8),
                                            ("reverse", 1.0)])
 def test_frame_order_is_recovered_after_temporal_attacks(marked, name, strength):

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 
 import click
 
-from image_wm.cli import ModelChoice, fpr_option, guidance_option, max_pixels_option, model_options, steps_option
+from image_wm.cli import (ModelChoice, fpr_option, guidance_option, max_pixels_option, model_options, resync_option,
+                          steps_option)
 from image_wm.video.pipeline import WatermarkedVideoPipeline
 from image_wm.video.video_io import MAX_VIDEO_FRAMES, check_video_output, read_video, write_video
 from provenance import c2pa_cli
@@ -28,11 +29,12 @@ def _load_pipeline(choice: ModelChoice, key_file: str) -> WatermarkedVideoPipeli
     return WatermarkedVideoPipeline(model.pipe, key, model_name=model.name, guidance=model.guidance)
 
 
-def _detector(key_file: str, choice: ModelChoice, steps: int, start: int | None,
-              fpr: float) -> Callable[[list], list[DetectionResult]]:
+def _detector(key_file: str, choice: ModelChoice, steps: int, start: int | None, fpr: float,
+              resync: str) -> Callable[[list], list[DetectionResult]]:
     """VideoMark detection for clips already read (bad input is refused before the model loads)."""
     pipeline = _load_pipeline(choice, key_file)
-    return lambda clips: [pipeline.detect(clip, fpr=fpr, inversion_steps=steps, start=start) for clip in clips]
+    return lambda clips: [pipeline.detect(clip, fpr=fpr, inversion_steps=steps, start=start, resync=resync)
+                          for clip in clips]
 
 
 def _read_clips(paths: Sequence[str], max_frames: int, max_pixels: int) -> list[tuple[str, object]]:
@@ -80,11 +82,12 @@ def video_generate(key_file, prompt, frames, fps, choice, steps, guidance, seed,
 @steps_option
 @_start_option
 @fpr_option
+@resync_option
 @_max_frames_option
 @max_pixels_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video, with the per-frame alignment.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
-def video_detect(key_file, choice, steps, start, fpr, max_frames, max_pixels, as_json, videos):
+def video_detect(key_file, choice, steps, start, fpr, resync, max_frames, max_pixels, as_json, videos):
     """Test VIDEOS (files or frame folders) for the watermark and recover their frame order. Every
     readable video gets a verdict; an unreadable one gets an error line and no verdict (exit 2)."""
     def describe(name: str, result: DetectionResult) -> str:
@@ -92,7 +95,7 @@ def video_detect(key_file, choice, steps, start, fpr, max_frames, max_pixels, as
                 f"{result.details['frames']}, order {result.details['frame_order']}")
 
     outcomes = detect_outcomes(_read_clips(videos, max_frames, max_pixels),
-                               lambda: _detector(key_file, choice, steps, start, fpr))
+                               lambda: _detector(key_file, choice, steps, start, fpr, resync))
     report(outcomes, as_json, describe)
 
 
@@ -103,10 +106,11 @@ def video_detect(key_file, choice, steps, start, fpr, max_frames, max_pixels, as
 @steps_option
 @_start_option
 @fpr_option
+@resync_option
 @_max_frames_option
 @max_pixels_option
 @click.argument("video_file", type=click.Path(dir_okay=False))
-def video_sign(key_file, chain_file, private_key_file, alg, choice, steps, start, fpr, max_frames, max_pixels, out,
+def video_sign(key_file, chain_file, private_key_file, alg, choice, steps, start, fpr, resync, max_frames, max_pixels, out,
                force, video_file):
     """Write a copy of the MP4 VIDEO_FILE with signed Content Credentials (C2PA) that name its watermark.
 
@@ -114,7 +118,7 @@ def video_sign(key_file, chain_file, private_key_file, alg, choice, steps, start
     --fpr. The frames are not changed."""
     out_path, signer = c2pa_cli.prepare_signing(video_file, out, force, chain_file, private_key_file, alg)
     clip = read_video(video_file, max_frames=max_frames, max_pixels=max_pixels).frames
-    c2pa_cli.sign(video_file, out_path, signer, lambda: _detector(key_file, choice, steps, start, fpr)([clip])[0])
+    c2pa_cli.sign(video_file, out_path, signer, lambda: _detector(key_file, choice, steps, start, fpr, resync)([clip])[0])
 
 
 @video.command("verify", help=c2pa_cli.verify_help("VIDEOS", "--key"))
@@ -125,10 +129,11 @@ def video_sign(key_file, chain_file, private_key_file, alg, choice, steps, start
 @steps_option
 @_start_option
 @fpr_option
+@resync_option
 @_max_frames_option
 @max_pixels_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def video_verify(key_file, trust_anchors, choice, steps, start, fpr, max_frames, max_pixels, as_json, videos):
-    detect = (lambda: _detector(key_file, choice, steps, start, fpr)) if key_file else None
+def video_verify(key_file, trust_anchors, choice, steps, start, fpr, resync, max_frames, max_pixels, as_json, videos):
+    detect = (lambda: _detector(key_file, choice, steps, start, fpr, resync)) if key_file else None
     c2pa_cli.verify(_read_clips(videos, max_frames, max_pixels), trust_anchors, detect, as_json)

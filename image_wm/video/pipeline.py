@@ -24,6 +24,8 @@ from image_wm.families import adapter_for
 from image_wm.image_io import resize_images
 from image_wm.inversion import invert_images
 from image_wm.pipeline import DEFAULT_STEPS, to_uint8
+from image_wm.resync import candidates as resync_candidates
+from image_wm.resync import combine
 from image_wm.schemes.base import DEFAULT_FPR
 from image_wm.video.videomark import VideoMark
 from provenance.keys import WatermarkKey
@@ -112,12 +114,18 @@ class WatermarkedVideoPipeline:
         return latents[0].transpose(0, 1)
 
     def detect(self, frames: np.ndarray, *, fpr: float = DEFAULT_FPR, inversion_steps: int = DEFAULT_STEPS,
-               start: int | None = None, expected_frames: list[int] | None = None) -> DetectionResult:
-        """Test one clip ``(F, H, W, 3)``; see ``VideoMark.detect`` for ``start`` and ``expected_frames``."""
+               start: int | None = None, expected_frames: list[int] | None = None,
+               resync: str = "off") -> DetectionResult:
+        """Test one clip ``(F, H, W, 3)``; see ``VideoMark.detect`` for ``start`` and ``expected_frames``.
+        ``resync`` undoes a geometric edit of every frame (``image_wm.resync``): each candidate clip is
+        inverted and tested at ``fpr / m``, Bonferroni over the ``m`` candidates."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.dtype != np.uint8 or len(frames) == 0:
             raise ValueError(f"a clip must be uint8 (frames, H, W, 3) with at least one frame, got {frames.dtype} {frames.shape}")
-        result = self.scheme.detect(self.invert(frames, inversion_steps), self.key, fpr=fpr, start=start,
-                                    expected_frames=expected_frames)
+        tried = resync_candidates(resync)
+        tested = [self.scheme.detect(self.invert(candidate.undo(frames), inversion_steps), self.key,
+                                     fpr=fpr / len(tried), start=start, expected_frames=expected_frames)
+                  for candidate in tried]
+        (result,) = combine(tested, tried, fpr, resync)
         result.details["inversion_steps"] = inversion_steps
         return result
