@@ -208,14 +208,13 @@ def default_prompts(n: int, seed: int, video: bool = False) -> list[str]:
 def describe(model: DiffusionModel) -> dict[str, Any]:
     """What ``image inspect`` reports: how the folder is understood."""
     pipe, adapter = model.pipe, model.adapter
-    video = adapter.family == "text-to-video"
-    shape = adapter.latent_shape(1, 16) if video else adapter.latent_shape(1)
+    shape = adapter.latent_shape(1, 16) if adapter.video else adapter.latent_shape(1)
     return {
         "model": model.name, "pipeline": type(pipe).__name__, "family": adapter.family,
         "dtype": str(adapter.denoiser.dtype).removeprefix("torch."), "device": str(pipe.device),
         "default_guidance": model.guidance, "native_size": adapter.image_side, "latent_shape": list(shape[1:]),
         "scheduler": type(pipe.scheduler).__name__, "prediction": adapter.prediction, "inversion": adapter.inversion,
-        "schemes": {"videomark": "ready"} if video else {
+        "schemes": {"videomark": "ready"} if adapter.video else {
             name: ("ready" if not get_scheme(name).semantic or model.captioner is not None else "needs --captioner")
             for name in SCHEME_NAMES},
     }

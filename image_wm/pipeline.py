@@ -95,6 +95,9 @@ class WatermarkedPipeline:
         how a semantic scheme (SEAL) captions and embeds images, required for one; ``probes``: the
         images Tree-Ring calibration edits and inverts (None: this pipeline's own generations)."""
         self.adapter = adapter_for(pipe)  # refuse an unsupported pipeline now, not deep inside a generation
+        if self.adapter.video:
+            raise ValueError(f"{type(pipe).__name__} makes clips: image watermarks need a text-to-image pipeline "
+                             "(VideoMark is the video scheme)")
         self.pipe = pipe
         self.caption_rounds = caption_rounds
         self.scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme

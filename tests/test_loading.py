@@ -232,3 +232,15 @@ def test_tree_ring_on_a_folder_calibrates_on_the_models_own_generations(saved_in
     wrapped.probes = calibration.ProbeImages("reference procedural scenes", probes.make)
     assert calibration.fingerprint(wrapped, wrapped.scheme) != own
     assert load_model(device="cpu").probes.source == "reference procedural scenes"
+
+
+def test_the_image_and_video_wrappers_refuse_the_other_kind() -> None:
+    from image_wm.pipeline import WatermarkedPipeline
+    from image_wm.video import WatermarkedVideoPipeline
+
+    image, video = load_model(device="cpu"), load_model(task="text-to-video", device="cpu")
+    assert video.adapter.video and not image.adapter.video and video.adapter.family == "text-to-video"
+    with pytest.raises(ValueError, match="makes clips"):
+        WatermarkedPipeline(video.pipe, "prc", WatermarkKey.from_seed("kinds"))
+    with pytest.raises(ValueError, match="makes images"):
+        WatermarkedVideoPipeline(image.pipe, WatermarkKey.from_seed("kinds"))

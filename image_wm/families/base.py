@@ -26,6 +26,7 @@ class FamilyAdapter(Protocol):
 
     family: str  # a stable name: "stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux", ...
     inversion: str  # how ``invert`` runs the sampler backwards, in words
+    video: bool  # makes clips: latents carry a frame axis
     pipe: Any
 
     @property

@@ -25,6 +25,7 @@ class FlowMatchingAdapter(ABC):
 
     family = "flow-matching"
     inversion = "Euler inversion of flow matching on the empty prompt"
+    video = False
     transformer_class = ""
     patch = 2  # latent rows and columns per image token
     max_shift_default = 1.16

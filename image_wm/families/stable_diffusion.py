@@ -26,6 +26,7 @@ class StableDiffusionAdapter:
 
     family = "stable-diffusion"
     inversion = "DDIM inversion on the empty prompt"
+    video = False
     unet_class = "UNet2DConditionModel"
 
     def __init__(self, pipe: Any) -> None:

@@ -16,6 +16,7 @@ class TextToVideoAdapter(StableDiffusionAdapter):
 
     family = "text-to-video"
     unet_class = "UNet3DConditionModel"
+    video = True
 
     def latent_shape(self, batch: int, frames: int | None = None) -> tuple[int, ...]:
         if frames is None:

@@ -66,7 +66,8 @@ class WatermarkedVideoPipeline:
                  guidance: float | None = None) -> None:
         """``guidance``: the generation default (None: the pipeline's documented one)."""
         self.adapter = adapter_for(pipe)
-        self.adapter.latent_shape(1, DEFAULT_FRAMES)  # refuse an image pipeline now, in one line
+        if not self.adapter.video:
+            raise ValueError(f"{type(pipe).__name__} makes images: VideoMark needs a text-to-video pipeline")
         self.pipe = pipe
         self.key = key
         self.scheme = scheme or VideoMark()
