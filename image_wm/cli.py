@@ -18,8 +18,8 @@ import click
 import numpy as np
 
 from image_wm.image_io import MAX_IMAGE_PIXELS, check_image_output, read_image, write_image
-from image_wm.loading import DTYPE_CHOICES, DiffusionModel, check_captioner, describe, folder_task, load_model
-from image_wm.pipeline import WatermarkedPipeline
+from image_wm.loading import DTYPE_CHOICES, DiffusionModel, describe, folder_task, load_model
+from image_wm.pipeline import WatermarkedPipeline, check_captioner
 from image_wm.resync import DEFAULT_RESYNC, RESYNC_MODES
 from image_wm.schemes import DEFAULT_FPR, SCHEME_NAMES, get_scheme
 from provenance import c2pa_cli
@@ -97,15 +97,15 @@ _scheme_option = click.option("--scheme", required=True, type=click.Choice(SCHEM
 guidance_option = click.option("--guidance", default=None, type=FiniteFloatRange(0, 100),
                                help="Classifier-free guidance (default: the model's own: its family's documented "
                                     "default, 2.0 for the reference model).")
-# shared with the video commands (image_wm/video/cli.py): inversion steps, detection FPR, pixel cap
+# shared with the video commands (image_wm/video/cli.py): inversion steps, resync, pixel cap
 steps_option = click.option("--steps", default=25, show_default=True, type=click.IntRange(1, 1000),
                              help="Inversion steps (DDIM, or Euler for flow matching).")
-fpr_option = click.option("--fpr", default=DEFAULT_FPR, show_default=True,
-                           type=FiniteFloatRange(1e-12, 0.5, min_open=True))
+_OWN_DEFAULT_FPRS = ", ".join(f"{name} {get_scheme(name).default_fpr:g}" for name in SCHEME_NAMES
+                             if get_scheme(name).default_fpr != DEFAULT_FPR)
 image_fpr_option = click.option(
     "--fpr", default=None, type=FiniteFloatRange(1e-12, 0.5, min_open=True),
-    help=f"False-positive rate of the test (default: {DEFAULT_FPR:g}; tree-ring 1e-4, since on small latents its "
-         "ring statistic does not reach 1e-6 on every watermarked image).")
+    help=f"False-positive rate of the test (default: the scheme's own, {DEFAULT_FPR:g}; {_OWN_DEFAULT_FPRS}: "
+         "a level its own watermarked images reach).")
 resync_option = click.option(
     "--resync", default=DEFAULT_RESYNC, show_default=True, type=click.Choice(RESYNC_MODES),
     help="Undo likely geometric edits before inversion: off; fast (mirror, 10% and 20% crop-to-fit: 4 inversions "

@@ -36,7 +36,7 @@ from provenance.device import resolve_device
 from provenance.keys import WatermarkKey
 from provenance.models import ModelNotFoundError, quiet_libraries
 
-__all__ = ["DTYPE_CHOICES", "TASKS", "DiffusionModel", "check_captioner", "folder_task", "stored_dtype", "resolve_dtype",
+__all__ = ["DTYPE_CHOICES", "TASKS", "DiffusionModel", "folder_task", "stored_dtype", "resolve_dtype",
            "load_pipeline", "load_model", "shared_model", "default_captioner", "default_prompts", "describe"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -65,17 +65,9 @@ class DiffusionModel:
         """``WatermarkedPipeline`` with this model's guidance, captioner and probes; SEAL without a
         captioner is refused in one line."""
         scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
-        check_captioner(scheme, self.name, self.captioner is not None)
         return WatermarkedPipeline(self.pipe, scheme, key, semantics=self.semantics() if scheme.semantic else None,
                                    model_name=self.name, calibrate=calibrate, guidance=self.guidance,
                                    probes=self.probes)
-
-
-def check_captioner(scheme: LatentWatermark, model_name: str, has_captioner: bool) -> None:
-    """Refuse, in one line, a semantic scheme on a model with no captioner that fits it."""
-    if scheme.semantic and not has_captioner:
-        raise ValueError(f"{scheme.name} keys the noise on a caption of the image, and the reference scene captioner "
-                         f"does not fit {model_name}: give --captioner DIR (a local transformers image-to-text folder)")
 
 
 def folder_task(model: str | os.PathLike | None) -> str:

@@ -75,6 +75,13 @@ class WatermarkedImages:
     records: list[GenerationRecord]
 
 
+def check_captioner(scheme: LatentWatermark, model_name: str, has_captioner: bool) -> None:
+    """Refuse, in one line, a semantic scheme (SEAL) on a model with no captioner that fits it."""
+    if scheme.semantic and not has_captioner:
+        raise ValueError(f"{scheme.name} keys the noise on a caption of the image, and no captioner that fits "
+                         f"{model_name} was given: give --captioner DIR (a local transformers image-to-text folder)")
+
+
 def initial_noise(shape: tuple[int, ...], seeds: list[int]) -> torch.Tensor:
     """Plain N(0, I) initial latents, image ``i`` from ``seeds[i]`` (the unwatermarked twin of a call)."""
     return torch.cat([torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(s)) for s in seeds])
@@ -103,9 +110,7 @@ class WatermarkedPipeline:
         self.scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
         self.key = key
         self.model_name = model_name
-        if self.scheme.semantic and semantics is None:
-            raise ValueError(f"{self.scheme.name} keys the noise on a caption of the image: it needs a captioner that "
-                             "fits this model (--captioner DIR, a local transformers image-to-text folder)")
+        check_captioner(self.scheme, model_name, semantics is not None)
         self.semantics = semantics
         self.guidance = self.adapter.default_guidance if guidance is None else guidance
         self.probes = probes

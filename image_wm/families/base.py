@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
-__all__ = ["FamilyAdapter", "Predictor", "full_precision", "private_helper", "documented_guidance"]
+__all__ = ["FamilyAdapter", "Predictor", "full_precision", "refuse_frames", "private_helper", "documented_guidance"]
 
 Predictor = Callable[[torch.Tensor, Any], torch.Tensor]
 
@@ -74,6 +74,12 @@ class FamilyAdapter(Protocol):
     def noise_schedule(self, num_steps: int) -> dict[str, Any]:
         """What fixes ``invert``'s levels at ``num_steps``, as plain JSON values (a calibration fingerprint)."""
         ...
+
+
+def refuse_frames(pipe: Any, frames: int | None) -> None:
+    """An image family's ``latent_shape`` asked for a clip: one line saying so."""
+    if frames is not None:
+        raise ValueError(f"{type(pipe).__name__} makes images, not {frames}-frame clips")
 
 
 def full_precision(predict: Predictor, dtype: torch.dtype) -> Predictor:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from image_wm.families.base import Predictor, documented_guidance, private_helper
+from image_wm.families.base import Predictor, documented_guidance, private_helper, refuse_frames
 from image_wm.families.flow_matching import FlowMatchingAdapter
 
 __all__ = ["FluxAdapter", "INVERSION_GUIDANCE"]
@@ -55,8 +55,7 @@ class FluxAdapter(FlowMatchingAdapter):
         return int(self.pipe.default_sample_size) * int(self.pipe.vae_scale_factor)
 
     def latent_shape(self, batch: int, frames: int | None = None) -> tuple[int, ...]:
-        if frames is not None:
-            raise ValueError(f"{type(self.pipe).__name__} makes images, not {frames}-frame clips")
+        refuse_frames(self.pipe, frames)
         side = 2 * (int(self.pipe.default_sample_size) // 2)  # FluxPipeline's rows, in whole 2x2 patches
         return batch, int(self.pipe.transformer.config.in_channels) // 4, side, side
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from image_wm.families.base import Predictor, documented_guidance, full_precision
+from image_wm.families.base import Predictor, documented_guidance, full_precision, refuse_frames
 from image_wm.sampler_inversion import ddim_inversion, ddim_scheduler
 
 __all__ = ["StableDiffusionAdapter"]
@@ -56,8 +56,7 @@ class StableDiffusionAdapter:
         return str(self.pipe.scheduler.config.get("prediction_type", "epsilon"))
 
     def latent_shape(self, batch: int, frames: int | None = None) -> tuple[int, ...]:
-        if frames is not None:
-            raise ValueError(f"{type(self.pipe).__name__} makes images, not {frames}-frame clips")
+        refuse_frames(self.pipe, frames)
         side = int(self.pipe.unet.config.sample_size)
         return batch, int(self.pipe.unet.config.in_channels), side, side
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from image_wm.families.base import Predictor
+from image_wm.families.base import Predictor, refuse_frames
 from image_wm.families.flow_matching import FlowMatchingAdapter
 
 __all__ = ["StableDiffusion3Adapter"]
@@ -30,8 +30,7 @@ class StableDiffusion3Adapter(FlowMatchingAdapter):
         return int(self.pipe.transformer.config.sample_size) * int(self.pipe.vae_scale_factor)
 
     def latent_shape(self, batch: int, frames: int | None = None) -> tuple[int, ...]:
-        if frames is not None:
-            raise ValueError(f"{type(self.pipe).__name__} makes images, not {frames}-frame clips")
+        refuse_frames(self.pipe, frames)
         config = self.pipe.transformer.config
         return batch, int(config.in_channels), int(config.sample_size), int(config.sample_size)
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 import click
 
-from image_wm.cli import (ModelChoice, fpr_option, guidance_option, max_pixels_option, model_options, resync_option,
-                          steps_option)
+from image_wm.cli import ModelChoice, guidance_option, max_pixels_option, model_options, resync_option, steps_option
+from image_wm.schemes.base import DEFAULT_FPR
 from image_wm.video.pipeline import WatermarkedVideoPipeline
 from image_wm.video.video_io import MAX_VIDEO_FRAMES, check_video_output, read_video, write_video
 from provenance import c2pa_cli
@@ -42,6 +42,8 @@ def _read_clips(paths: Sequence[str], max_frames: int, max_pixels: int) -> list[
             for path in paths]
 
 
+_fpr_option = click.option("--fpr", default=DEFAULT_FPR, show_default=True,
+                           type=FiniteFloatRange(1e-12, 0.5, min_open=True))
 _start_option = click.option("--start", default=None, type=click.IntRange(0),
                              help="Start offset from the generation record, if known.")
 _max_frames_option = click.option("--max-frames", default=MAX_VIDEO_FRAMES, show_default=True,
@@ -81,7 +83,7 @@ def video_generate(key_file, prompt, frames, fps, choice, steps, guidance, seed,
 @model_options(video=True)
 @steps_option
 @_start_option
-@fpr_option
+@_fpr_option
 @resync_option
 @_max_frames_option
 @max_pixels_option
@@ -105,7 +107,7 @@ def video_detect(key_file, choice, steps, start, fpr, resync, max_frames, max_pi
 @model_options(video=True)
 @steps_option
 @_start_option
-@fpr_option
+@_fpr_option
 @resync_option
 @_max_frames_option
 @max_pixels_option
@@ -128,7 +130,7 @@ def video_sign(key_file, chain_file, private_key_file, alg, choice, steps, start
 @model_options(video=True)
 @steps_option
 @_start_option
-@fpr_option
+@_fpr_option
 @resync_option
 @_max_frames_option
 @max_pixels_option
