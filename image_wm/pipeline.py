@@ -37,8 +37,8 @@ import torch
 from image_wm.families import adapter_for
 from image_wm.image_io import resize_images
 from image_wm.inversion import invert_images
+from image_wm.resync import REFINED, coarse_steps, combine, expand, shortlist
 from image_wm.resync import candidates as resync_candidates
-from image_wm.resync import combine, expand
 from image_wm.schemes import DEFAULT_FPR, GeneratesItsOwnImages, LatentWatermark, PipelineCalibrated, get_scheme
 from image_wm.schemes.seal import CAPTION_VARIANTS
 from image_wm.semantics import CaptionEmbedder
@@ -190,15 +190,26 @@ class WatermarkedPipeline:
                decoder_steps: int = 0, caption_variants: int = CAPTION_VARIANTS,
                resync: str = "off") -> list[DetectionResult]:
         """One result per image: undo the candidate geometric edits of ``resync`` (``image_wm.resync``),
-        invert every candidate, run the scheme's calibrated test on each, Bonferroni over them."""
+        invert every candidate, run the scheme's calibrated test on each, Bonferroni over them. A mode
+        with more than ``resync.REFINED`` candidates searches coarse to fine (``resync.shortlist``)."""
         tried = resync_candidates(resync)
-        candidates = expand(self.native_size(images), tried)
+        level = fpr / len(tried)
+        native = self.native_size(images)
+        chosen = None
+        if len(tried) > REFINED:
+            coarse = self._test(expand(native, tried), level, coarse_steps(inversion_steps), 0, caption_variants)
+            chosen = shortlist(coarse, len(tried))
+        tested = self._test(expand(native, tried, chosen), level, inversion_steps, decoder_steps, caption_variants)
+        results = combine(tested, tried, fpr, resync, chosen)
+        for result in results:
+            result.details.update(inversion_steps=inversion_steps, decoder_steps=decoder_steps)
+        return results
+
+    def _test(self, candidates: np.ndarray, level: float, inversion_steps: int, decoder_steps: int,
+              caption_variants: int) -> list[DetectionResult]:
+        """Invert native-size candidate images in chunks and run the scheme's test at ``level`` on each."""
         latents = torch.cat([self.invert(candidates[i:i + DETECT_CHUNK], inversion_steps, decoder_steps)
                              for i in range(0, len(candidates), DETECT_CHUNK)])
         embeddings = self.semantics.embed(candidates, variants=caption_variants) \
             if self.scheme.semantic and self.semantics is not None else None
-        tested = self.detector.detect(latents, self.key, fpr=fpr / len(tried), embeddings=embeddings)
-        results = combine(tested, tried, fpr, resync)
-        for result in results:
-            result.details.update(inversion_steps=inversion_steps, decoder_steps=decoder_steps)
-        return results
+        return self.detector.detect(latents, self.key, fpr=level, embeddings=embeddings)

@@ -14,7 +14,15 @@ smallest p-value is reported with it.
 Modes (``MODES``): ``off`` tests the image as received; ``fast`` adds the mirror and the two
 common crop-to-fit edits (10% and 20% of the side cut, centred, resized back); ``thorough`` adds
 rotations of 2.5-45 degrees either way, crops at the corners and the centre, zoom-out, shifts
-and aspect changes. Cost grows with ``m``: each candidate is one more inversion.
+and aspect changes.
+
+Cost: when a mode has more than ``REFINED`` candidates, the search runs coarse to fine. Every
+candidate is first inverted with ``coarse_steps`` sampler steps (a fifth of the detection's) and
+tested; only each image's ``REFINED`` best candidates are inverted again at full steps, and the
+reported p-value is ``m`` times the smallest of those full-step p-values. The correction still
+counts all ``m`` candidates, and the smallest p-value of a subset is never below the smallest of
+the whole list, so the test keeps its level whatever the coarse pass picked; a coarse pass that
+ranks the right candidate badly can only cost power.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ import numpy as np
 from image_wm import edits
 from provenance.result import DetectionResult
 
-__all__ = ["Candidate", "MODES", "RESYNC_MODES", "DEFAULT_RESYNC", "candidates", "expand", "combine"]
+__all__ = ["Candidate", "MODES", "RESYNC_MODES", "DEFAULT_RESYNC", "REFINED", "candidates", "coarse_steps",
+           "shortlist", "expand", "combine"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,8 @@ MODES: dict[str, tuple[Candidate, ...]] = {
 }
 RESYNC_MODES = tuple(MODES)
 DEFAULT_RESYNC = "fast"  # what detection commands use unless told otherwise (docs/robustness.md measures the modes)
+REFINED = 4  # candidates per image inverted again at full steps after the coarse pass
+COARSE_FRACTION = 5  # the coarse pass inverts with a fifth of the detection's sampler steps
 
 
 def candidates(mode: str) -> tuple[Candidate, ...]:
@@ -94,30 +105,55 @@ def candidates(mode: str) -> tuple[Candidate, ...]:
     return MODES[mode]
 
 
-def expand(images: np.ndarray, tried: Sequence[Candidate]) -> np.ndarray:
-    """``(N * m, H, W, 3)``: every candidate of image 0, then of image 1, ..."""
-    undone = np.stack([candidate.undo(images) for candidate in tried], axis=1)  # (N, m, H, W, 3)
-    return undone.reshape(-1, *images.shape[1:])
+def coarse_steps(inversion_steps: int) -> int:
+    """Sampler steps of the coarse pass for a detection that inverts with ``inversion_steps``."""
+    return max(1, inversion_steps // COARSE_FRACTION)
 
 
-def combine(results: Sequence[DetectionResult], tried: Sequence[Candidate], fpr: float, mode: str
-            ) -> list[DetectionResult]:
-    """One result per image from its ``m`` candidates' results (tested at ``fpr / m``): the candidate
-    with the smallest p-value, its p-value times ``m`` (Bonferroni), the transform it undid."""
+def shortlist(coarse: Sequence[DetectionResult], m: int, keep: int = REFINED) -> list[list[int]]:
+    """Per image, the indices of its ``keep`` candidates with the smallest coarse p-values (ties, as
+    when a decoder's p-value saturates, go to the higher score); ``coarse`` holds ``m`` results an image."""
+    ranked = []
+    for start in range(0, len(coarse), m):
+        group = coarse[start:start + m]
+        ranked.append(sorted(range(m), key=lambda j: (group[j].p_value, -group[j].score))[:keep])
+    return ranked
+
+
+def expand(images: np.ndarray, tried: Sequence[Candidate], chosen: Sequence[Sequence[int]] | None = None
+           ) -> np.ndarray:
+    """Every candidate of image 0, then of image 1, ...: ``(N * m, H, W, 3)``; with ``chosen``, only
+    image ``i``'s candidates ``chosen[i]``, in that order."""
+    if chosen is None:
+        undone = np.stack([candidate.undo(images) for candidate in tried], axis=1)  # (N, m, H, W, 3)
+        return undone.reshape(-1, *images.shape[1:])
+    return np.concatenate([tried[j].undo(image[None]) for image, picks in zip(images, chosen) for j in picks])
+
+
+def combine(results: Sequence[DetectionResult], tried: Sequence[Candidate], fpr: float, mode: str,
+            chosen: Sequence[Sequence[int]] | None = None) -> list[DetectionResult]:
+    """One result per image from its candidates' results (each tested at ``fpr / m`` for the ``m``
+    candidates of ``tried``): the candidate with the smallest p-value, its p-value times ``m``
+    (Bonferroni over all ``m``, however few were inverted at full steps), the transform it undid.
+    ``results`` holds, per image, every candidate or only those ``chosen`` for it (see ``expand``)."""
     m = len(tried)
     if m == 1:
         return list(results)
+    if chosen is None:
+        chosen = [list(range(m))] * (len(results) // m)
     out = []
-    for start in range(0, len(results), m):
-        group = results[start:start + m]
-        best = min(range(m), key=lambda j: group[j].p_value)
-        chosen = group[best]
-        p_value = min(1.0, m * chosen.p_value)
+    start = 0
+    for picks in chosen:
+        group = results[start:start + len(picks)]
+        start += len(picks)
+        best = min(range(len(picks)), key=lambda j: group[j].p_value)
+        winner = group[best]
+        p_value = min(1.0, m * winner.p_value)
         out.append(DetectionResult(
-            detected=chosen.detected, p_value=p_value, score=chosen.score, threshold=chosen.threshold, fpr=fpr,
-            scheme=chosen.scheme, key_id=chosen.key_id, payload=chosen.decoded_payload,
-            bit_accuracy=chosen.bit_accuracy,
-            details={**chosen.details, "resync": {"mode": mode, "candidates": m, "found": tried[best].found,
-                                                  "p_value_uncorrected": chosen.p_value,
-                                                  "threshold_at": fpr / m}}))
+            detected=winner.detected, p_value=p_value, score=winner.score,
+            threshold=winner.threshold, fpr=fpr, scheme=winner.scheme, key_id=winner.key_id,
+            payload=winner.decoded_payload, bit_accuracy=winner.bit_accuracy,
+            details={**winner.details,
+                     "resync": {"mode": mode, "candidates": m, "refined": len(picks), "found": tried[picks[best]].found,
+                                "p_value_uncorrected": winner.p_value, "threshold_at": fpr / m}}))
     return out

@@ -63,6 +63,27 @@ def test_combining_takes_the_best_candidate_times_the_number_tried() -> None:
     assert resync.combine(group[:1], resync.candidates("off"), 0.01, "off") == group[:1]
 
 
+def test_the_coarse_pass_shortlists_the_best_candidates_and_the_correction_still_counts_all() -> None:
+    tried = resync.candidates("thorough")
+    m, level = len(tried), 0.01 / len(tried)
+    coarse = [result(p, level) for p in np.linspace(0.9, 0.1, m)] + [result(0.5, level)] * m
+    coarse[m + 7] = result(0.5, level)
+    coarse[m + 7].score = 9.0  # a tie on the saturated p-value goes to the higher score
+    chosen = resync.shortlist(coarse, m)
+    assert chosen == [[m - 1, m - 2, m - 3, m - 4], [7, 0, 1, 2]]
+    assert resync.coarse_steps(25) == 5 and resync.coarse_steps(3) == 1
+    images = scenes.generate(2, 5)[0]
+    picked = resync.expand(images, tried, chosen)
+    assert picked.shape == (8, *images.shape[1:])
+    np.testing.assert_array_equal(picked[4], tried[7].undo(images[1:])[0])
+    np.testing.assert_array_equal(picked[5], images[1])
+    full = [result(p, level) for p in (1e-3, 1e-6, 0.2, 0.3, 0.5, 1e-4, 0.6, 0.7)]
+    first, second = resync.combine(full, tried, 0.01, "thorough", chosen)
+    assert first.p_value == pytest.approx(m * 1e-6) and first.details["resync"]["found"] == tried[m - 2].found
+    assert first.details["resync"]["refined"] == 4 and first.details["resync"]["candidates"] == m
+    assert second.p_value == pytest.approx(m * 1e-4) and second.details["resync"]["found"] == "none"
+
+
 def test_bonferroni_keeps_the_level_for_any_dependence_between_candidates() -> None:
     """Null p-values of 46 candidates, from independent to identical: the corrected test rejects at most
     ``fpr`` of images (within a binomial band of 20,000 draws)."""

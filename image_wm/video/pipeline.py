@@ -14,6 +14,7 @@ handling before the Temporal Matching Module.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,8 +25,8 @@ from image_wm.families import adapter_for
 from image_wm.image_io import resize_images
 from image_wm.inversion import invert_images
 from image_wm.pipeline import DEFAULT_STEPS, to_uint8
+from image_wm.resync import REFINED, coarse_steps, combine, shortlist
 from image_wm.resync import candidates as resync_candidates
-from image_wm.resync import combine
 from image_wm.schemes.base import DEFAULT_FPR
 from image_wm.video.videomark import VideoMark
 from provenance.keys import WatermarkKey
@@ -119,14 +120,20 @@ class WatermarkedVideoPipeline:
                resync: str = "off") -> DetectionResult:
         """Test one clip ``(F, H, W, 3)``; see ``VideoMark.detect`` for ``start`` and ``expected_frames``.
         ``resync`` undoes a geometric edit of every frame (``image_wm.resync``): each candidate clip is
-        inverted and tested at ``fpr / m``, Bonferroni over the ``m`` candidates."""
+        inverted and tested at ``fpr / m``, Bonferroni over the ``m`` candidates, coarse to fine as
+        ``WatermarkedPipeline.detect`` when the mode has more than ``resync.REFINED``."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.dtype != np.uint8 or len(frames) == 0:
             raise ValueError(f"a clip must be uint8 (frames, H, W, 3) with at least one frame, got {frames.dtype} {frames.shape}")
         tried = resync_candidates(resync)
-        tested = [self.scheme.detect(self.invert(candidate.undo(frames), inversion_steps), self.key,
-                                     fpr=fpr / len(tried), start=start, expected_frames=expected_frames)
-                  for candidate in tried]
-        (result,) = combine(tested, tried, fpr, resync)
+
+        def test(picks: Sequence[int], steps: int) -> list[DetectionResult]:
+            return [self.scheme.detect(self.invert(tried[j].undo(frames), steps), self.key, fpr=fpr / len(tried),
+                                       start=start, expected_frames=expected_frames) for j in picks]
+
+        everything = range(len(tried))
+        chosen = shortlist(test(everything, coarse_steps(inversion_steps)), len(tried)) \
+            if len(tried) > REFINED else [list(everything)]
+        (result,) = combine(test(chosen[0], inversion_steps), tried, fpr, resync, chosen)
         result.details["inversion_steps"] = inversion_steps
         return result
