@@ -17,9 +17,15 @@ import warnings
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 from attacks.cli import attack, audit
-from image_wm.cli import image
+from image_wm import scan as image_scan
+from image_wm.cli import (image, image_fpr_option, max_pixels_option, model_options, resync_option,
+                          steps_option)
+from image_wm.pipeline import check_captioner
+from image_wm.schemes import SCHEME_NAMES as IMAGE_SCHEMES
+from image_wm.schemes import get_scheme as get_image_scheme
 from image_wm.video.cli import video
 from provenance import __version__
 from provenance.cli_support import FiniteFloatRange, attempt, max_text_bytes_option, report
@@ -28,7 +34,13 @@ from provenance.files import check_new_output, write_text_atomic
 from provenance.keys import MAX_LABEL_CHARS, WatermarkKey, label_is_valid
 from provenance.models import ModelNotFoundError, quiet_libraries
 from provenance.readers import InputError, check_jsonl_output, one_line, parse_payload_hex, read_text, read_text_inputs
+from provenance.scan.engine import Cluster, run_units, units_of
+from provenance.scan.folder import ScanFolder, summarise
+from provenance.scan.inputs import expand_inputs, read_spec
+from provenance.scan.rows import ScanSpec
+from text_wm import scan as text_scan
 from text_wm.posthoc_cli import dataset, text_watermark
+from text_wm.registry import SCHEME_NAMES as TEXT_SCHEMES
 from text_wm.zeroshot_cli import zeroshot
 
 # Failures that mean "this input or option cannot be used" (exit 2); anything else is a defect (exit 1).
@@ -36,6 +48,8 @@ EXPECTED_ERRORS = (ValueError, OSError, LookupError)
 DEBUG_VARIABLE = "PROVENANCE_DEBUG"
 MAX_THREADS = 1024
 LONG_DETECTION_SCHEMES = ("exp", "its")  # permutation tests long enough to show a progress bar
+TEXT_DEFAULT_FPR = 0.01
+IMAGE_UNIT, TEXT_UNIT = 8, 256  # items per unit of work: 8 images fill one 32-inversion chunk at --resync fast
 
 
 class Terminated(BaseException):
@@ -283,7 +297,7 @@ def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_ne
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
 @_scheme_option()
 @click.option("--model", default=None, type=click.Path(), help="Local model whose tokenizer generated the text.")
-@click.option("--fpr", default=0.01, show_default=True, type=FiniteFloatRange(1e-12, 0.5, min_open=True))
+@click.option("--fpr", default=TEXT_DEFAULT_FPR, show_default=True, type=FiniteFloatRange(1e-12, 0.5, min_open=True))
 @max_text_bytes_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input.")
 @click.argument("files", nargs=-1, required=True)
@@ -304,6 +318,122 @@ def text_detect(key_file, scheme, model, fpr, max_text_bytes, as_json, files):
                                                                                 **options)))
                 for i in inputs]
     report(outcomes, as_json, lambda name, result: f"{name}: {result.summary()}")
+
+
+def _scan_specs(pairs: list[tuple[str, str]], image_settings: dict, text_settings: dict, fpr: float | None
+                ) -> list[ScanSpec]:
+    """One ``ScanSpec`` per (scheme, key file): the key file read (and checked) here, its secret left
+    behind; each modality's settings, with the scheme's own default FPR unless ``--fpr``."""
+    specs = []
+    for scheme, key_file in pairs:
+        key_id = _load_key(key_file).key_id
+        if scheme in IMAGE_SCHEMES:
+            level = get_image_scheme(scheme).default_fpr if fpr is None else fpr
+            specs.append(ScanSpec(image_scan.MODALITY, scheme, key_file, key_id, {**image_settings, "fpr": level}))
+        elif scheme in TEXT_SCHEMES:
+            specs.append(ScanSpec(text_scan.MODALITY, scheme, key_file, key_id,
+                                  {**text_settings, "fpr": TEXT_DEFAULT_FPR if fpr is None else fpr}))
+        else:
+            raise InputError("--scheme", f"unknown scheme {scheme!r} (images: {', '.join(IMAGE_SCHEMES)}; "
+                                         f"texts: {', '.join(TEXT_SCHEMES)})")
+    if len({spec.settings_id for spec in specs}) < len(specs):
+        raise InputError("--scheme", "the same scheme and key are named twice")
+    return specs
+
+
+@main.command()
+@click.option("--scheme", "schemes", multiple=True, help="Watermark to scan for (repeat, each with its --key).")
+@click.option("--key", "key_files", multiple=True, type=click.Path(dir_okay=False), help="Key file of each --scheme.")
+@click.option("--spec", "spec_file", default=None, type=click.Path(dir_okay=False),
+              help="YAML or JSON list of {scheme: NAME, key: KEY_FILE} (in place of --scheme/--key).")
+@model_options()
+@steps_option
+@image_fpr_option
+@resync_option
+@max_pixels_option
+@click.option("--text-model", default=None, type=click.Path(),
+              help="Local model whose tokenizer made the texts (default: the default LM).")
+@click.option("--text-column", default="text", show_default=True, help="Text column of CSV, Parquet and JSONL datasets.")
+@max_text_bytes_option
+@click.option("--batch", default=None, type=click.IntRange(1, 100_000),
+              help=f"Items per unit of work (default: {IMAGE_UNIT} images, {TEXT_UNIT} texts).")
+@click.option("--workers", default=None, type=click.IntRange(0, 100_000),
+              help="Ray actors, one model load each (default: this machine's cores); 0: in this process, no Ray.")
+@click.option("--address", default=None,
+              help="Join this Ray cluster (auto, HOST:PORT or ray://HOST:PORT); default: a local Ray for the run.")
+@click.option("--gpus-per-worker", default=None, type=FiniteFloatRange(0, 64),
+              help="GPUs reserved per actor (default: 1 with --device cuda, else 0).")
+@click.option("--out", required=True, type=click.Path(), help="Scan folder: new, empty, or an earlier scan (resumed).")
+@click.option("--force", is_flag=True, help="Start afresh in a folder holding other files or an earlier scan.")
+@click.argument("inputs", nargs=-1, required=True)
+def scan(schemes, key_files, spec_file, choice, steps, fpr, resync, max_pixels, text_model, text_column,
+         max_text_bytes, batch, workers, address, gpus_per_worker, out, force, inputs):
+    """Scan INPUTS (image files, folders, globs; text datasets as .jsonl, .csv or .parquet) for one
+    or several watermarks on Ray. Writes OUT/rows.jsonl (each row as it is scored) and
+    OUT/results.parquet: one row per item and watermark, with the p-value, verdict and payload,
+    or the error that kept the item from a verdict. A rerun into OUT scores only items not yet
+    scored under the same settings."""
+    if spec_file is not None and (schemes or key_files):
+        raise InputError("--spec", "give either --spec or --scheme/--key pairs, not both")
+    if spec_file is None and (not schemes or len(schemes) != len(key_files)):
+        raise InputError("--scheme", "give each --scheme its --key (or a --spec file)")
+    pairs = read_spec(spec_file) if spec_file is not None else list(zip(schemes, key_files))
+    image_settings = {"model": choice.model or "reference", "dtype": choice.dtype, "captioner": choice.captioner,
+                      "steps": steps, "resync": resync}
+    specs = _scan_specs(pairs, image_settings, {"model": text_model or "default"}, fpr)
+    for spec in specs:
+        if spec.modality == image_scan.MODALITY:
+            check_captioner(get_image_scheme(spec.scheme), choice.model or "reference",
+                            choice.model is None or choice.captioner is not None)
+    files = expand_inputs(inputs, lambda path: image_scan.is_image(path) or text_scan.is_text_dataset(path))
+    cluster = Cluster((os.cpu_count() or 1) if workers is None else workers, address,
+                      gpus=(1.0 if (choice.device or "").startswith("cuda") else 0.0)
+                      if gpus_per_worker is None else gpus_per_worker)
+    units, scorers = [], {}
+    image_specs = [spec.to_dict() for spec in specs if spec.modality == image_scan.MODALITY]
+    images = [{"modality": image_scan.MODALITY, "item": path} for path in files if image_scan.is_image(path)]
+    if images and image_specs:
+        units += units_of(images, batch or IMAGE_UNIT)
+        scorers[image_scan.MODALITY] = (image_scan.ImageScorer, {
+            "specs": image_specs, "max_pixels": max_pixels,
+            "model": {"model": choice.model, "dtype": choice.dtype, "device": choice.device,
+                      "captioner": choice.captioner}})
+    text_specs = [spec.to_dict() for spec in specs if spec.modality == text_scan.MODALITY]
+    texts = [{"modality": text_scan.MODALITY, **item} for path in files if text_scan.is_text_dataset(path)
+             for item in text_scan.read_dataset(path, text_column, max_text_bytes)]
+    if texts and text_specs:
+        units += units_of(texts, batch or TEXT_UNIT)
+        scorers[text_scan.MODALITY] = (text_scan.TextScorer, {"specs": text_specs, "model": text_model})
+    if not units:
+        raise InputError("scan", "no input matches a scheme scanned for (image schemes scan images, text schemes "
+                                 "text datasets)")
+    folder = ScanFolder.open(out, force)
+    wanted = {spec.settings_id for spec in specs}
+    done = {settings: sorted(hashes) for settings, hashes in folder.done().items() if settings in wanted}
+    for _, arguments in scorers.values():
+        arguments["done"] = done
+    quiet_libraries()
+    new_rows: list[dict] = []
+
+    def take(rows: list[dict], items: int) -> None:
+        folder.append(rows)
+        new_rows.extend(rows)
+        bar.update(items)
+
+    with tqdm(total=sum(len(unit) for unit in units), desc="scan", unit="item") as bar:
+        run_units(units, scorers, cluster, take)
+    folder.export()
+    expected = sum(len(unit) * len(scorers[unit[0]["modality"]][1]["specs"]) for unit in units)
+    errors = dict.fromkeys(row["error"] for row in new_rows if row["error"] is not None)
+    failed = sum(row["error"] is not None for row in new_rows)
+    for line in summarise(new_rows):
+        click.echo(line)
+    click.echo(f"{len(new_rows) - failed} scored, {failed} errors, {expected - len(new_rows)} skipped (already "
+               f"scored under the same settings): {folder.table}")
+    for message in errors:
+        click.echo(f"error: {message}", err=True)
+    if errors:
+        raise click.exceptions.Exit(2)
 
 
 for _command in (image, video, audit, attack, dataset):

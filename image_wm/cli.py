@@ -128,11 +128,8 @@ def _detector(key_file: str, scheme: str, choice: ModelChoice, steps: int, fpr: 
     pipeline = _load_pipeline(choice, scheme, key_file, calibrate=calibrate)
     fpr = pipeline.scheme.default_fpr if fpr is None else fpr
 
-    def detect(images: list[np.ndarray]) -> list[DetectionResult]:
-        batch = np.stack([pipeline.native_size(im[None])[0] for im in images])
-        return pipeline.detect(batch, fpr=fpr, inversion_steps=steps, decoder_steps=decoder_steps, resync=resync)
-
-    return detect
+    return functools.partial(pipeline.detect_images, fpr=fpr, inversion_steps=steps, decoder_steps=decoder_steps,
+                             resync=resync)
 
 
 @click.group()

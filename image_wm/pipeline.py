@@ -28,6 +28,7 @@ randomness, so an image does not depend on the batch it was generated in.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -204,6 +205,11 @@ class WatermarkedPipeline:
         for result in results:
             result.details.update(inversion_steps=inversion_steps, decoder_steps=decoder_steps)
         return results
+
+    def detect_images(self, images: Sequence[np.ndarray], **options: Any) -> list[DetectionResult]:
+        """``detect`` for images of any sizes as read from files (each uint8 ``(H, W, 3)``), each first
+        resized to the model's size; the batch is the list given, in its order."""
+        return self.detect(np.stack([self.native_size(image[None])[0] for image in images]), **options)
 
     def _test(self, candidates: np.ndarray, level: float, inversion_steps: int, decoder_steps: int,
               caption_variants: int) -> list[DetectionResult]:
