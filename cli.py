@@ -24,8 +24,10 @@ from image_wm import scan as image_scan
 from image_wm.cli import (image, image_fpr_option, max_pixels_option, model_options, resync_option,
                           steps_option)
 from image_wm.pipeline import check_captioner
+from image_wm.schemes import DEFAULT_FPR as LATENT_DEFAULT_FPR
 from image_wm.schemes import SCHEME_NAMES as IMAGE_SCHEMES
 from image_wm.schemes import get_scheme as get_image_scheme
+from image_wm.video import scan as video_scan
 from image_wm.video.cli import video
 from provenance import __version__
 from provenance.cli_support import FiniteFloatRange, attempt, max_text_bytes_option, report
@@ -49,7 +51,8 @@ DEBUG_VARIABLE = "PROVENANCE_DEBUG"
 MAX_THREADS = 1024
 LONG_DETECTION_SCHEMES = ("exp", "its")  # permutation tests long enough to show a progress bar
 TEXT_DEFAULT_FPR = 0.01
-IMAGE_UNIT, TEXT_UNIT = 8, 256  # items per unit of work: 8 images fill one 32-inversion chunk at --resync fast
+# items per unit of work: 8 images fill one 32-inversion chunk at --resync fast; clips are detected one by one
+IMAGE_UNIT, VIDEO_UNIT, TEXT_UNIT = 8, 1, 256
 
 
 class Terminated(BaseException):
@@ -320,14 +323,17 @@ def text_detect(key_file, scheme, model, fpr, max_text_bytes, as_json, files):
     report(outcomes, as_json, lambda name, result: f"{name}: {result.summary()}")
 
 
-def _scan_specs(pairs: list[tuple[str, str]], image_settings: dict, text_settings: dict, fpr: float | None
-                ) -> list[ScanSpec]:
+def _scan_specs(pairs: list[tuple[str, str]], image_settings: dict, video_settings: dict, text_settings: dict,
+                fpr: float | None) -> list[ScanSpec]:
     """One ``ScanSpec`` per (scheme, key file): the key file read (and checked) here, its secret left
     behind; each modality's settings, with the scheme's own default FPR unless ``--fpr``."""
     specs = []
     for scheme, key_file in pairs:
         key_id = _load_key(key_file).key_id
-        if scheme in IMAGE_SCHEMES:
+        if scheme == video_scan.SCHEME:
+            specs.append(ScanSpec(video_scan.MODALITY, scheme, key_file, key_id,
+                                  {**video_settings, "fpr": LATENT_DEFAULT_FPR if fpr is None else fpr}))
+        elif scheme in IMAGE_SCHEMES:
             level = get_image_scheme(scheme).default_fpr if fpr is None else fpr
             specs.append(ScanSpec(image_scan.MODALITY, scheme, key_file, key_id, {**image_settings, "fpr": level}))
         elif scheme in TEXT_SCHEMES:
@@ -335,7 +341,7 @@ def _scan_specs(pairs: list[tuple[str, str]], image_settings: dict, text_setting
                                   {**text_settings, "fpr": TEXT_DEFAULT_FPR if fpr is None else fpr}))
         else:
             raise InputError("--scheme", f"unknown scheme {scheme!r} (images: {', '.join(IMAGE_SCHEMES)}; "
-                                         f"texts: {', '.join(TEXT_SCHEMES)})")
+                                         f"videos: {video_scan.SCHEME}; texts: {', '.join(TEXT_SCHEMES)})")
     if len({spec.settings_id for spec in specs}) < len(specs):
         raise InputError("--scheme", "the same scheme and key are named twice")
     return specs
@@ -351,12 +357,14 @@ def _scan_specs(pairs: list[tuple[str, str]], image_settings: dict, text_setting
 @image_fpr_option
 @resync_option
 @max_pixels_option
+@click.option("--video-model", default=None, type=click.Path(file_okay=False),
+              help="Local diffusers text-to-video folder for videomark (default: the reference video model).")
 @click.option("--text-model", default=None, type=click.Path(),
               help="Local model whose tokenizer made the texts (default: the default LM).")
 @click.option("--text-column", default="text", show_default=True, help="Text column of CSV, Parquet and JSONL datasets.")
 @max_text_bytes_option
 @click.option("--batch", default=None, type=click.IntRange(1, 100_000),
-              help=f"Items per unit of work (default: {IMAGE_UNIT} images, {TEXT_UNIT} texts).")
+              help=f"Items per unit of work (default: {IMAGE_UNIT} images, {VIDEO_UNIT} video, {TEXT_UNIT} texts).")
 @click.option("--workers", default=None, type=click.IntRange(0, 100_000),
               help="Ray actors, one model load each (default: this machine's cores); 0: in this process, no Ray.")
 @click.option("--address", default=None,
@@ -366,9 +374,9 @@ def _scan_specs(pairs: list[tuple[str, str]], image_settings: dict, text_setting
 @click.option("--out", required=True, type=click.Path(), help="Scan folder: new, empty, or an earlier scan (resumed).")
 @click.option("--force", is_flag=True, help="Start afresh in a folder holding other files or an earlier scan.")
 @click.argument("inputs", nargs=-1, required=True)
-def scan(schemes, key_files, spec_file, choice, steps, fpr, resync, max_pixels, text_model, text_column,
+def scan(schemes, key_files, spec_file, choice, steps, fpr, resync, max_pixels, video_model, text_model, text_column,
          max_text_bytes, batch, workers, address, gpus_per_worker, out, force, inputs):
-    """Scan INPUTS (image files, folders, globs; text datasets as .jsonl, .csv or .parquet) for one
+    """Scan INPUTS (image and video files, folders, globs; text datasets as .jsonl, .csv or .parquet) for one
     or several watermarks on Ray. Writes OUT/rows.jsonl (each row as it is scored) and
     OUT/results.parquet: one row per item and watermark, with the p-value, verdict and payload,
     or the error that kept the item from a verdict. A rerun into OUT scores only items not yet
@@ -380,12 +388,14 @@ def scan(schemes, key_files, spec_file, choice, steps, fpr, resync, max_pixels, 
     pairs = read_spec(spec_file) if spec_file is not None else list(zip(schemes, key_files))
     image_settings = {"model": choice.model or "reference", "dtype": choice.dtype, "captioner": choice.captioner,
                       "steps": steps, "resync": resync}
-    specs = _scan_specs(pairs, image_settings, {"model": text_model or "default"}, fpr)
+    video_settings = {"model": video_model or "reference", "dtype": choice.dtype, "steps": steps, "resync": resync}
+    specs = _scan_specs(pairs, image_settings, video_settings, {"model": text_model or "default"}, fpr)
     for spec in specs:
         if spec.modality == image_scan.MODALITY:
             check_captioner(get_image_scheme(spec.scheme), choice.model or "reference",
                             choice.model is None or choice.captioner is not None)
-    files = expand_inputs(inputs, lambda path: image_scan.is_image(path) or text_scan.is_text_dataset(path))
+    files = expand_inputs(inputs, lambda path: image_scan.is_image(path) or video_scan.is_video(path)
+                          or text_scan.is_text_dataset(path))
     cluster = Cluster((os.cpu_count() or 1) if workers is None else workers, address,
                       gpus=(1.0 if (choice.device or "").startswith("cuda") else 0.0)
                       if gpus_per_worker is None else gpus_per_worker)
@@ -398,6 +408,13 @@ def scan(schemes, key_files, spec_file, choice, steps, fpr, resync, max_pixels, 
             "specs": image_specs, "max_pixels": max_pixels,
             "model": {"model": choice.model, "dtype": choice.dtype, "device": choice.device,
                       "captioner": choice.captioner}})
+    video_specs = [spec.to_dict() for spec in specs if spec.modality == video_scan.MODALITY]
+    videos = [{"modality": video_scan.MODALITY, "item": path} for path in files if video_scan.is_video(path)]
+    if videos and video_specs:
+        units += units_of(videos, batch or VIDEO_UNIT)
+        scorers[video_scan.MODALITY] = (video_scan.VideoScorer, {
+            "specs": video_specs, "max_pixels": max_pixels,
+            "model": {"model": video_model, "dtype": choice.dtype, "device": choice.device}})
     text_specs = [spec.to_dict() for spec in specs if spec.modality == text_scan.MODALITY]
     texts = [{"modality": text_scan.MODALITY, **item} for path in files if text_scan.is_text_dataset(path)
              for item in text_scan.read_dataset(path, text_column, max_text_bytes)]
@@ -405,8 +422,8 @@ def scan(schemes, key_files, spec_file, choice, steps, fpr, resync, max_pixels, 
         units += units_of(texts, batch or TEXT_UNIT)
         scorers[text_scan.MODALITY] = (text_scan.TextScorer, {"specs": text_specs, "model": text_model})
     if not units:
-        raise InputError("scan", "no input matches a scheme scanned for (image schemes scan images, text schemes "
-                                 "text datasets)")
+        raise InputError("scan", "no input matches a scheme scanned for (image schemes scan images, videomark "
+                                 "videos, text schemes text datasets)")
     folder = ScanFolder.open(out, force)
     wanted = {spec.settings_id for spec in specs}
     done = {settings: sorted(hashes) for settings, hashes in folder.done().items() if settings in wanted}

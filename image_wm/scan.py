@@ -9,6 +9,7 @@ verdict, and never stops the scan. Each unit's readable images are detected as o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ import numpy as np
 from image_wm.image_io import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, decode_image
 from image_wm.loading import DiffusionModel, load_model
 from image_wm.pipeline import WatermarkedPipeline
-from provenance.cli_support import attempt, error_line, score_all
+from provenance.cli_support import attempt
 from provenance.keys import WatermarkKey
 from provenance.readers import read_limited_bytes
+from provenance.result import DetectionResult
 from provenance.scan.engine import Unit, UnitScorer
-from provenance.scan.rows import ScanSpec, content_hash, error_row, result_row
+from provenance.scan.rows import ScanSpec, content_hash, spec_rows
 
 MODALITY = "image"
 
@@ -64,17 +66,10 @@ class ImageScorer(UnitScorer):
 
     def score(self, items: Unit) -> list[dict[str, Any]]:
         read = [(item["item"], *self.read(item["item"])) for item in items]
-        rows = []
-        for spec in self.specs:
-            scored = self.done.get(spec.settings_id, set())
-            todo = [(path, digest, image) for path, digest, image in read
-                    if isinstance(image, BaseException) or digest not in scored]
-            readable = [(path, image) for path, _, image in todo if not isinstance(image, BaseException)]
-            settings = spec.settings
-            results = iter(score_all(readable, lambda images, spec=spec, settings=settings: self.pipeline(spec).detect_images(
-                images, fpr=settings["fpr"], inversion_steps=settings["steps"], resync=settings["resync"])) if readable else [])
-            for path, digest, image in todo:
-                outcome = image if isinstance(image, BaseException) else next(results)
-                rows.append(error_row(path, digest, spec, error_line(path, outcome)) if isinstance(outcome, BaseException)
-                            else result_row(path, str(digest), spec, outcome))
-        return rows
+        return [row for spec in self.specs for row in spec_rows(spec, read, self.done,
+                                                                functools.partial(self.detect, spec))]
+
+    def detect(self, spec: ScanSpec, images: list[np.ndarray]) -> list[DetectionResult]:
+        """``spec``'s verdicts on one batch of images (the model loads here, on first need)."""
+        return self.pipeline(spec).detect_images(images, fpr=spec.settings["fpr"],
+                                                 inversion_steps=spec.settings["steps"], resync=spec.settings["resync"])

@@ -5,6 +5,7 @@ interrupted scan resumes where it stopped."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,7 +15,9 @@ from click.testing import CliRunner
 import cli
 from image_wm import scenes
 from image_wm.image_io import write_image
-from image_wm.loading import shared_model
+from image_wm.loading import load_model, shared_model
+from image_wm.video import WatermarkedVideoPipeline
+from image_wm.video.video_io import write_video
 from provenance.keys import WatermarkKey
 from provenance.scan import folder as scan_folder
 from text_wm.generate import generate_watermarked
@@ -139,3 +142,22 @@ def test_bad_scan_arguments_get_one_line_errors(dataset, tmp_path):
         result = run("scan", "--workers", 0, *args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
         assert result.output.count("error:") == 1
+
+
+def test_a_videomark_clip_is_scanned_as_video_detect_scores_it(tmp_path):
+    key = tmp_path / "key.json"
+    WatermarkKey.from_seed("scan-video").save(key)
+    video = load_model(task="text-to-video", device="cpu")
+    wrapped = WatermarkedVideoPipeline(video.pipe, WatermarkKey.load(key), guidance=video.guidance)
+    clip = wrapped("a small red circle moving right on a plain white background", num_frames=8, seed=3,
+                   num_inference_steps=10).videos[0]
+    write_video(tmp_path / "clips" / "marked.mp4", clip, 8.0)
+    (tmp_path / "clips" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    scanned = run("scan", "--workers", 0, "--scheme", "videomark", "--key", key, "--steps", 10, "--out", tmp_path / "out",
+                  tmp_path / "clips")
+    assert scanned.exit_code == 2 and "broken.mp4" in scanned.output, scanned.output
+    rows = {Path(item).name: row for (item, _), row in table(tmp_path / "out").items()}
+    reference = verdicts(run("video", "detect", "--key", key, "--steps", 10, "--json",
+                             tmp_path / "clips" / "marked.mp4").output)
+    assert rows["marked.mp4"]["detected"] and rows["broken.mp4"]["error"]
+    assert rows["marked.mp4"]["p_value"] == reference[str(tmp_path / "clips" / "marked.mp4")]["p_value"]

@@ -10,6 +10,7 @@ text by text.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,14 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from provenance.cli_support import error_line, score_all
+from provenance.cli_support import error_line
 from provenance.keys import WatermarkKey
 from provenance.models import load_tokenizer
 from provenance.readers import (InputError, decode_text, format_size, iter_jsonl, open_regular_file,
                                 read_limited_bytes)
 from provenance.result import DetectionResult
 from provenance.scan.engine import Unit, UnitScorer
-from provenance.scan.rows import ScanSpec, content_hash, error_row, result_row
+from provenance.scan.rows import ScanSpec, content_hash, spec_rows
 from text_wm.base import TokenWatermark
 from text_wm.registry import get_scheme
 
@@ -110,21 +111,10 @@ class TextScorer(UnitScorer):
         return [watermark.detect(text, key, self.tokenizer, fpr=fpr) for text in texts]
 
     def score(self, items: Unit) -> list[dict[str, Any]]:
-        rows = []
-        for spec in self.specs:
-            scored = self.done.get(spec.settings_id, set())
-            todo = [(item, None if "error" in item else content_hash(item["text"].encode("utf-8"))) for item in items]
-            todo = [(item, digest) for item, digest in todo if digest is None or digest not in scored]
-            readable = [(item["item"], item["text"]) for item, digest in todo if digest is not None]
-            results = iter(score_all(readable, lambda texts, spec=spec: self.detect(spec, texts)) if readable else [])
-            for item, digest in todo:
-                if digest is None:
-                    rows.append(error_row(item["item"], None, spec, item["error"]))
-                    continue
-                outcome = next(results)
-                rows.append(error_row(item["item"], digest, spec, error_line(item["item"], outcome))
-                            if isinstance(outcome, BaseException) else result_row(item["item"], digest, spec, outcome))
-        return rows
+        read = [(item["item"], None, ValueError(item["error"])) if "error" in item
+                else (item["item"], content_hash(item["text"].encode("utf-8")), item["text"]) for item in items]
+        return [row for spec in self.specs for row in spec_rows(spec, read, self.done,
+                                                                functools.partial(self.detect, spec))]
 
 
 __all__ = ["TextScorer", "read_dataset", "is_text_dataset"]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from provenance.cli_support import error_line, score_all
 from provenance.result import DetectionResult
 
 # column order of the JSONL log and the Parquet table
@@ -80,3 +81,28 @@ def _finite(value: Any) -> float | None:
 def error_row(item: str, digest: str | None, spec: ScanSpec, message: str) -> dict[str, Any]:
     """The row of an item that could not be scored: no verdict, the reason in ``error``."""
     return _row(item, digest, spec, error=message)
+
+
+Read = tuple[str, "str | None", Any]  # (item, content hash or None, content or the error that kept it unread)
+
+
+def spec_rows(spec: ScanSpec, read: Sequence[Read], done: Mapping[str, set[str]],
+              detect: Callable[[list[Any]], list[DetectionResult]]) -> list[dict[str, Any]]:
+    """``spec``'s rows for one unit's items, already read: an error row for each item that could
+    not be read; a verdict for each readable item not yet scored under ``spec`` (``done``: hashes
+    per settings id), all detected in one batch by ``detect`` (an item the batch fails on is
+    scored alone, and gets an error row if it still fails)."""
+    scored = done.get(spec.settings_id, set())
+    todo = [(item, digest, content) for item, digest, content in read
+            if isinstance(content, BaseException) or digest not in scored]
+    readable = [(item, content) for item, _, content in todo if not isinstance(content, BaseException)]
+    scored_now: list[DetectionResult | ValueError | OSError] = []
+    if readable:
+        scored_now = score_all(readable, detect)
+    results = iter(scored_now)
+    rows = []
+    for item, digest, content in todo:
+        outcome = content if isinstance(content, BaseException) else next(results)
+        rows.append(error_row(item, digest, spec, error_line(item, outcome)) if isinstance(outcome, BaseException)
+                    else result_row(item, str(digest), spec, outcome))
+    return rows
