@@ -62,18 +62,20 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from attacks.audit_targets import COVER_PARAM, AuditTarget, Items
+from attacks.audit_targets import COVER_PARAM, DEFAULT_TEXT_TOKENS, AuditTarget, Items, make_targets
 from attacks.registry import Attack, Modality, get
 from provenance.files import write_text_atomic
+from provenance.keys import WatermarkKey
 from provenance.readers import InputError, open_regular_file, parse_json, read_json_file
 from provenance.result import DetectionResult
+from provenance.scan.engine import Cluster, Unit, UnitScorer, run_units
 from provenance.stats import check_fpr
 
 NO_ATTACK = "none"
@@ -410,13 +412,67 @@ def run_cell(target: AuditTarget, attack: Attack | None, spec: CellSpec, items: 
     }
 
 
+@dataclass(frozen=True)
+class TargetRecipe:
+    """How a Ray worker rebuilds an audit's targets: public settings and the key file's path (the
+    secret itself never travels)."""
+
+    modality: str
+    key_file: str
+    model: str | None = None
+    steps: int | None = None
+    tokens: int = DEFAULT_TEXT_TOKENS
+    resync: str = "off"
+
+    def target(self, scheme: str) -> AuditTarget:
+        (target,) = make_targets(self.modality, [scheme], WatermarkKey.load(self.key_file), model=self.model,
+                                 steps=self.steps, tokens=self.tokens, resync=self.resync)
+        return target
+
+
+class AuditShards(UnitScorer):
+    """A Ray actor running shards of an audit: a shard is some cells of one scheme, whose items it
+    makes once (``target.make``, seeded as in the serial run) before running each cell."""
+
+    def __init__(self, recipe: dict[str, Any], attack_names: Sequence[str], strengths: Sequence[float] | None,
+                 levels: int, n: int, seed: int, fpr: float, out_dir: str, threads: int = 1) -> None:
+        super().__init__(threads)
+        self.recipe = TargetRecipe(**recipe)
+        self.grid = (resolve_attacks(self.recipe.modality, attack_names), strengths, levels, n, seed, fpr)
+        self.out = Path(out_dir)
+
+    def score(self, items: Unit) -> list[dict[str, Any]]:
+        target = self.recipe.target(items[0]["scheme"])
+        cells = {spec.key: (attack, spec) for _, attack, spec in plan([target], *self.grid)}
+        made = target.make(self.grid[3], self.grid[4])
+        return [run_cell(target, *cells[item["cell"]], made, self.out) for item in items]
+
+
+def shards(todo: Sequence[tuple[AuditTarget, Attack | None, CellSpec]], workers: int) -> list[Unit]:
+    """The cells to run, one shard per scheme, each split so that there are at least ``workers``
+    shards when there are that many cells (a split shard makes its scheme's items again)."""
+    by_scheme: dict[str, list[CellSpec]] = {}
+    for _, _, spec in todo:
+        by_scheme.setdefault(spec.scheme, []).append(spec)
+    pieces = max(1, -(-workers // max(1, len(by_scheme))))
+    out = []
+    for scheme, specs in by_scheme.items():
+        size = -(-len(specs) // pieces)
+        out += [[{"modality": spec.modality, "scheme": scheme, "cell": spec.key} for spec in specs[i:i + size]]
+                for i in range(0, len(specs), size)]
+    return out
+
+
 def run_audit(targets: Sequence[AuditTarget], attack_names: Sequence[str], out_dir: str | os.PathLike, *,
               strengths: Sequence[float] | None = None, levels: int = 5, n: int = 100, seed: int = 0,
-              fpr: float = 0.01, resume: bool = True, progress: bool = True) -> list[dict[str, Any]]:
+              fpr: float = 0.01, resume: bool = True, progress: bool = True, cluster: Cluster | None = None,
+              recipe: TargetRecipe | None = None) -> list[dict[str, Any]]:
     """Run (or finish) the grid and return its cell records in report order.
 
     With ``resume`` finished cells found in ``out_dir/partial.jsonl`` are reused; without it the
-    partial file is started afresh. All arguments are checked before any model is loaded.
+    partial file is started afresh. All arguments are checked before any model is loaded. With a
+    ``cluster`` of workers the cells run as shards on Ray (``AuditShards``, targets rebuilt from
+    ``recipe``); each record is appended as its shard comes back, so resuming works the same.
     """
     out = Path(out_dir)
     modalities = {t.modality for t in targets}
@@ -431,6 +487,21 @@ def run_audit(targets: Sequence[AuditTarget], attack_names: Sequence[str], out_d
     made: dict[str, Items] = {}
     with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="audit", unit="cell",
               disable=not progress) as bar:
+        if cluster is not None and cluster.workers > 0 and todo:
+            if recipe is None:
+                raise ValueError("an audit on Ray needs the recipe of its targets")
+
+            def take(records: list[dict[str, Any]], count: int) -> None:
+                for record in records:
+                    append_partial(out, record)
+                    done[record["cell_key"]] = record
+                bar.update(count)
+
+            arguments = {"recipe": asdict(recipe), "attack_names": list(attack_names),
+                         "strengths": None if strengths is None else list(strengths), "levels": levels, "n": n,
+                         "seed": seed, "fpr": fpr, "out_dir": str(out)}
+            run_units(shards(todo, cluster.workers), {recipe.modality: (AuditShards, arguments)}, cluster, take)
+            todo = []
         for target, attack, spec in todo:
             bar.set_postfix_str(f"{spec.scheme} {spec.attack} {spec.strength:g}")
             if spec.scheme not in made:

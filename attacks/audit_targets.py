@@ -276,10 +276,17 @@ class TextTarget:
         from text_wm.generate import generate_watermarked
 
         lm, tokenizer = self._load()
-        kwargs = {"payload": payload.hex()} if payload is not None else {}
+        kwargs: dict[str, Any] = {"payload": payload.hex()} if payload is not None else {}
+        # a sampler that draws a random key shift per generation (EXP, ITS) gets seeded ones, so the
+        # audit's texts are the same in every run and every worker
+        shifted = watermark is not None and "shifts" in inspect.signature(watermark.processor).parameters
         texts = []
         for a in range(0, len(prompts), TEXT_BATCH):
-            records = generate_watermarked(lm, tokenizer, prompts[a:a + TEXT_BATCH], watermark,
+            batch = prompts[a:a + TEXT_BATCH]
+            if shifted:
+                kwargs["shifts"] = np.random.default_rng([seed + a, 0x5817]).integers(
+                    watermark.key_length, size=len(batch)).tolist()
+            records = generate_watermarked(lm, tokenizer, batch, watermark,
                                            self.key if watermark is not None else None, chat=True, seed=seed + a,
                                            processor_kwargs=kwargs, max_new_tokens=self.tokens,
                                            min_new_tokens=self.tokens, do_sample=True, temperature=1.0, top_k=0,

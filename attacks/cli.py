@@ -79,21 +79,26 @@ def _audit_key(key_file: str | None, out: Path):
               help="New tokens per generated text.")
 @click.option("--resync", default="off", show_default=True, type=click.Choice(RESYNC_MODES),
               help="Latent image schemes: undo geometric edits before inversion (image detect --resync).")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(0, 100_000),
+              help="Run the cells on this many Ray actors (one model load each); 0: in this process.")
+@click.option("--address", default=None,
+              help="With --workers: join this Ray cluster (auto, HOST:PORT or ray://...); default: a local Ray.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: new, empty, or holding this same audit (then resumed).")
 @click.option("--force", is_flag=True,
               help="Start afresh: replace the audit in OUT (its results, report and examples; OUT/key.json is kept) "
                    "or write beside other files in OUT.")
 def audit(modality, schemes, attack_names, strengths, levels, n, fpr, seed, key_file, model, steps, tokens, resync,
-          out, force):
+          workers, address, out, force):
     """Run a scheme x attack x strength audit; writes results.json, results.csv, report.html and summary.md to OUT.
 
     OUT records the audit's settings in audit.json. Run again with the same settings, the audit
     resumes (finished cells are reused); with other settings it is refused unless --force, which
     starts afresh. A folder of other files is refused unless --force.
     """
-    from attacks.audit import (audit_settings, check_audit_folder, grid_strengths, resolve_attacks, run_audit,
-                               start_audit_folder)
+    from attacks.audit import (TargetRecipe, audit_settings, check_audit_folder, grid_strengths, resolve_attacks,
+                               run_audit, start_audit_folder)
+    from provenance.scan.engine import Cluster
     from attacks.audit_targets import make_targets
     from attacks.report import write_report
 
@@ -131,8 +136,10 @@ def audit(modality, schemes, attack_names, strengths, levels, n, fpr, seed, key_
     if how == "resume":
         click.echo(f"reusing the finished cells of the audit in {out_dir}", err=True)
     t0 = time.perf_counter()
+    recipe = TargetRecipe(modality, str(key_file or out_dir / KEY_FILE), model=model, steps=steps, tokens=tokens,
+                          resync=resync)
     cells = run_audit(targets, names, out_dir, strengths=values, levels=levels, n=n, seed=seed, fpr=fpr,
-                      resume=how == "resume")
+                      resume=how == "resume", cluster=Cluster(workers, address), recipe=recipe)
     paths = write_report(cells, out_dir, config)
     click.echo(f"{len(cells)} cells in {time.perf_counter() - t0:.0f} s: "
                + ", ".join(str(p) for p in paths.values()))
