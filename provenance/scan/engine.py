@@ -120,7 +120,9 @@ def run_units(units: Sequence[Unit], scorers: Mapping[str, tuple[type[UnitScorer
     many items that unit held)."""
     arguments: dict[str, Any] = {"scorers": dict(scorers), "threads": cluster.threads}
     if cluster.workers == 0:
-        local = ByModality(dict(scorers), cluster.threads)
+        import torch
+
+        local = ByModality(dict(scorers), torch.get_num_threads())  # this process keeps its thread count
         for unit in units:
             on_rows(local.score(unit), len(unit))
         return
