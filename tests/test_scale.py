@@ -23,6 +23,7 @@ import cli
 from provenance.keys import WatermarkKey
 
 RAY = str(Path(sys.executable).with_name("ray"))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args):
@@ -44,46 +45,47 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def ray_head(tmp_path, monkeypatch):
-    """A Ray head on 127.0.0.1 with token authentication (a token of its own, which this process then
-    uses to join), in its own process group and temp folder, stopped by signalling that group only:
-    other Ray processes on the machine are left alone."""
+def ray_head(tmp_path):
+    """A Ray head on 127.0.0.1 with token authentication (a token of its own, which the scan process
+    is given to join), in its own process group and temp folder, stopped by signalling that group
+    only: other Ray processes on the machine are left alone. Yields the head, its address and the
+    environment that joins it (this test process's own Ray state is never touched)."""
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     token = tmp_path / "ray-token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    environment = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
          "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=environment)
     try:
         deadline = time.monotonic() + 120
         while not listening(port):
             assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not come up"
             time.sleep(1)
-        yield head, f"127.0.0.1:{port}"
+        yield head, f"127.0.0.1:{port}", environment
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(timeout=60)
+            head.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
 
 
 def test_a_scan_joins_an_existing_ray_cluster_by_address(ray_head, tmp_path, human_passages):
-    head, address = ray_head
+    head, address, environment = ray_head
     key = tmp_path / "key.json"
     WatermarkKey.from_seed("scale").save(key)
     texts = tmp_path / "texts.jsonl"
     texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in human_passages[:6]))
     out = tmp_path / "scan"
-    joined = run("scan", "--scheme", "kgw", "--key", key, "--workers", 2, "--batch", 3, "--address", address,
-                 "--out", out, texts)
-    assert joined.exit_code == 0, joined.output
+    joined = subprocess.run([sys.executable, str(ROOT / "cli.py"), "scan", "--scheme", "kgw", "--key", str(key),
+                             "--workers", "2", "--batch", "3", "--address", address, "--out", str(out), str(texts)],
+                            env=environment, capture_output=True, text=True, timeout=600)
+    assert joined.returncode == 0, joined.stderr[-2000:]
     local = run("scan", "--scheme", "kgw", "--key", key, "--workers", 0, "--out", tmp_path / "serial", texts)
     assert local.exit_code == 0, local.output
     rows, serial = (sorted(pq.read_table(o / "results.parquet").to_pylist(), key=lambda r: r["item"])
@@ -92,6 +94,7 @@ def test_a_scan_joins_an_existing_ray_cluster_by_address(ray_head, tmp_path, hum
     assert head.poll() is None  # the cluster joined is left running
 
 
+@pytest.mark.slow
 def test_an_audit_on_two_ray_workers_writes_the_serial_audits_results(tmp_path):
     """KGW and EXP on SmolLM2, two texts a cell, under token deletion: the same cell records (all but
     the wall-clock ``seconds``) from two Ray actors as from the serial loop."""

@@ -69,7 +69,7 @@ def dataset(tmp_path_factory, text_model, human_passages):
 def test_a_scan_on_two_ray_workers_matches_the_serial_detectors_and_a_rerun_scores_nothing(dataset, tmp_path):
     out = tmp_path / "scan"
     args = ["--scheme", "gaussian-shading", "--key", dataset / "image-key.json", "--scheme", "kgw",
-            "--key", dataset / "text-key.json", "--batch", 2, "--out", out,
+            "--key", dataset / "text-key.json", "--batch", 2, "--steps", 10, "--out", out,
             dataset / "images", dataset / "texts.jsonl", dataset / "texts.parquet"]
     scanned = run("scan", "--workers", 2, *args)
     assert scanned.exit_code == 2, scanned.output  # the corrupt image and the bad text rows
@@ -80,7 +80,7 @@ def test_a_scan_on_two_ray_workers_matches_the_serial_detectors_and_a_rerun_scor
     serial = {}
     for pair in (("a_marked.png", "b_marked.png"), ("c_clean.png", "d_corrupt.png")):
         serial |= verdicts(run("image", "detect", "--scheme", "gaussian-shading", "--key", dataset / "image-key.json",
-                               "--json", *(dataset / "images" / name for name in pair)).output)
+                               "--steps", 10, "--json", *(dataset / "images" / name for name in pair)).output)
     serial |= verdicts(run("text", "detect", "--scheme", "kgw", "--key", dataset / "text-key.json", "--json",
                            dataset / "texts.jsonl").output)
     for (item, _), row in rows.items():
@@ -144,6 +144,7 @@ def test_bad_scan_arguments_get_one_line_errors(dataset, tmp_path):
         assert result.output.count("error:") == 1
 
 
+@pytest.mark.slow
 def test_a_videomark_clip_is_scanned_as_video_detect_scores_it(tmp_path):
     key = tmp_path / "key.json"
     WatermarkKey.from_seed("scan-video").save(key)
