@@ -38,7 +38,7 @@ import torch
 from image_wm.families import adapter_for
 from image_wm.image_io import resize_images
 from image_wm.inversion import invert_images
-from image_wm.resync import REFINED, coarse_steps, combine, expand, shortlist
+from image_wm.resync import REFINED, Candidate, blank, coarse_steps, combine, expand, shortlist, undone_by
 from image_wm.resync import candidates as resync_candidates
 from image_wm.schemes import DEFAULT_FPR, GeneratesItsOwnImages, LatentWatermark, PipelineCalibrated, get_scheme
 from image_wm.schemes.seal import CAPTION_VARIANTS
@@ -198,9 +198,11 @@ class WatermarkedPipeline:
         native = self.native_size(images)
         chosen = None
         if len(tried) > REFINED:
-            coarse = self._test(expand(native, tried), level, coarse_steps(inversion_steps), 0, caption_variants)
+            coarse = self._test(expand(native, tried), undone_by(len(native), tried), level,
+                                coarse_steps(inversion_steps), 0, caption_variants)
             chosen = shortlist(coarse, len(tried))
-        tested = self._test(expand(native, tried, chosen), level, inversion_steps, decoder_steps, caption_variants)
+        tested = self._test(expand(native, tried, chosen), undone_by(len(native), tried, chosen), level,
+                            inversion_steps, decoder_steps, caption_variants)
         results = combine(tested, tried, fpr, resync, chosen)
         for result in results:
             result.details.update(inversion_steps=inversion_steps, decoder_steps=decoder_steps)
@@ -211,11 +213,14 @@ class WatermarkedPipeline:
         resized to the model's size; the batch is the list given, in its order."""
         return self.detect(np.stack([self.native_size(image[None])[0] for image in images]), **options)
 
-    def _test(self, candidates: np.ndarray, level: float, inversion_steps: int, decoder_steps: int,
-              caption_variants: int) -> list[DetectionResult]:
-        """Invert native-size candidate images in chunks and run the scheme's test at ``level`` on each."""
+    def _test(self, candidates: np.ndarray, undone: Sequence[Candidate], level: float, inversion_steps: int,
+              decoder_steps: int, caption_variants: int) -> list[DetectionResult]:
+        """Invert native-size candidate images in chunks and run the scheme's test at ``level`` on each
+        (an ``erasable`` scheme with the positions each ``undone`` candidate filled in blanked)."""
         latents = torch.cat([self.invert(candidates[i:i + DETECT_CHUNK], inversion_steps, decoder_steps)
                              for i in range(0, len(candidates), DETECT_CHUNK)])
+        if self.detector.erasable:
+            latents = blank(latents, undone, candidates.shape[1:3])
         embeddings = self.semantics.embed(candidates, variants=caption_variants) \
             if self.scheme.semantic and self.semantics is not None else None
         return self.detector.detect(latents, self.key, fpr=level, embeddings=embeddings)

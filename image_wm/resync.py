@@ -23,29 +23,40 @@ reported p-value is ``m`` times the smallest of those full-step p-values. The co
 counts all ``m`` candidates, and the smallest p-value of a subset is never below the smallest of
 the whole list, so the test keeps its level whatever the coarse pass picked; a coarse pass that
 ranks the right candidate badly can only cost power.
+
+Erasures: a turn, a shift or an aspect change undone leaves parts of the frame the received image
+never covered (its corners, a border), filled in black by the undo. A scheme whose test
+reads an exactly-zero latent entry as "no evidence" (``erasable``: PRC's soft signs, and with
+them VideoMark) gets those latent positions set to zero (``blank``) instead of the noise an
+inversion of filler would give. Which positions are blanked depends only on the candidate's
+geometry, never on the image, so the scheme's null law is untouched.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from image_wm import edits
 from provenance.result import DetectionResult
 
 __all__ = ["Candidate", "MODES", "RESYNC_MODES", "DEFAULT_RESYNC", "REFINED", "candidates", "coarse_steps",
-           "shortlist", "expand", "combine"]
+           "shortlist", "expand", "undone_by", "blank", "combine"]
 
 
 @dataclass(frozen=True)
 class Candidate:
     """One inverse transform: ``undo`` maps uint8 ``(N, H, W, 3)`` images back to where an edit named
-    ``found`` took them from."""
+    ``found`` took them from; ``black_fill``: what the undo fills in is black (so ``blank`` can find it)."""
 
     found: str
     undo: Callable[[np.ndarray], np.ndarray]
+    black_fill: bool = False
 
 
 def _identity(images: np.ndarray) -> np.ndarray:
@@ -57,26 +68,30 @@ MIRRORED = Candidate("mirrored", edits.mirror)
 
 
 def rotated(degrees: float) -> Candidate:
-    return Candidate(f"rotated {degrees:+g} degrees", lambda images: edits.rotate(images, -degrees))
+    return Candidate(f"rotated {degrees:+g} degrees", lambda images: edits.rotate(images, -degrees), black_fill=True)
 
 
 def cropped(keep: float, centre: tuple[float, float] = (0.5, 0.5)) -> Candidate:
-    """Undo a crop keeping ``keep`` of each side about ``centre``, resized back: shrink about the same point."""
+    """Undo a crop keeping ``keep`` of each side about ``centre``, resized back: shrink about the same
+    point, the border filled with the image's mean colour (left unblanked: it inverts to a neutral
+    border, and blanking it measured no better)."""
     where = "centred" if centre == (0.5, 0.5) else f"at ({centre[0]:g}, {centre[1]:g})"
     return Candidate(f"cropped to {keep:.0%} of the side {where}, resized back",
                      lambda images: edits.zoom(images, keep, centre, fill="mean"))
 
 
 def zoomed_out(factor: float) -> Candidate:
-    return Candidate(f"shrunk to {factor:.0%} with a border", lambda images: edits.zoom(images, 1 / factor))
+    return Candidate(f"shrunk to {factor:.0%} with a border", lambda images: edits.zoom(images, 1 / factor),
+                     black_fill=True)
 
 
 def shifted(dx: float, dy: float) -> Candidate:
-    return Candidate(f"shifted by ({dx:+.0%}, {dy:+.0%})", lambda images: edits.translate(images, -dx, -dy))
+    return Candidate(f"shifted by ({dx:+.0%}, {dy:+.0%})", lambda images: edits.translate(images, -dx, -dy),
+                     black_fill=True)
 
 
 def stretched(factor: float) -> Candidate:
-    return Candidate(f"width scaled by {factor:g}", lambda images: edits.stretch(images, 1 / factor))
+    return Candidate(f"width scaled by {factor:g}", lambda images: edits.stretch(images, 1 / factor), black_fill=True)
 
 
 CORNERS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))
@@ -128,6 +143,33 @@ def expand(images: np.ndarray, tried: Sequence[Candidate], chosen: Sequence[Sequ
         undone = np.stack([candidate.undo(images) for candidate in tried], axis=1)  # (N, m, H, W, 3)
         return undone.reshape(-1, *images.shape[1:])
     return np.concatenate([tried[j].undo(image[None]) for image, picks in zip(images, chosen) for j in picks])
+
+
+def undone_by(count: int, tried: Sequence[Candidate], chosen: Sequence[Sequence[int]] | None = None
+              ) -> list[Candidate]:
+    """The candidate behind each row of ``expand``'s output for ``count`` images."""
+    if chosen is None:
+        return list(tried) * count
+    return [tried[j] for picks in chosen for j in picks]
+
+
+@functools.lru_cache(maxsize=512)
+def _invented(candidate: Candidate, height: int, width: int, latent_height: int, latent_width: int) -> torch.Tensor:
+    """``(h, w)`` bool: latent positions whose pixel block is more than 1% filled in by ``candidate``'s undo
+    (blocks on the edge of the filler still carry most of their evidence)."""
+    if not candidate.black_fill:
+        return torch.zeros(latent_height, latent_width, dtype=torch.bool)
+    white = np.full((1, height, width, 3), 255, dtype=np.uint8)
+    missing = 1.0 - torch.from_numpy(candidate.undo(white)[0, :, :, 0].astype(np.float32)) / 255.0
+    return F.adaptive_avg_pool2d(missing[None, None], (latent_height, latent_width))[0, 0] > 0.01
+
+
+def blank(latents: torch.Tensor, candidates: Sequence[Candidate], image_size: tuple[int, int]) -> torch.Tensor:
+    """Inverted latents ``(N, C, h, w)`` of images undone by ``candidates`` (one each, at ``image_size``
+    (H, W)), every position an undo had to invent set to zero: an erasure for an ``erasable`` scheme."""
+    height, width = image_size
+    lost = torch.stack([_invented(c, height, width, *latents.shape[-2:]) for c in candidates])
+    return latents.masked_fill(lost[:, None].to(latents.device), 0.0)
 
 
 def combine(results: Sequence[DetectionResult], tried: Sequence[Candidate], fpr: float, mode: str,

@@ -38,6 +38,7 @@ class LatentWatermark(Protocol):
     name: str
     payload_bytes: int  # 0 for zero-bit schemes
     semantic: bool
+    erasable: bool  # an exactly-zero latent entry carries no evidence under the null (resync may blank filler)
     default_fpr: float  # the detection level commands use unless told otherwise: one this scheme's own images reach
 
     def initial_latents(self, shape: tuple[int, ...], key: WatermarkKey, generator: torch.Generator,

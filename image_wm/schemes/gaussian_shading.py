@@ -72,6 +72,7 @@ class GaussianShading:
     name = "gaussian-shading"
     default_fpr = DEFAULT_FPR
     semantic = False
+    erasable = False  # a zero entry would read as a sign bit
 
     def __init__(self, payload_bytes: int = 2) -> None:
         if payload_bytes < 0:

@@ -47,6 +47,7 @@ class PRCWatermark:
     name = "prc"
     default_fpr = DEFAULT_FPR
     semantic = False
+    erasable = True  # a zero latent entry is a zero soft sign: no weight in either test
 
     def __init__(self, payload_bytes: int = 2, t: int = 3, decode_fpr: float = 1e-9, noise_var: float = 1.5) -> None:
         if payload_bytes < 0:

@@ -75,6 +75,7 @@ class SEAL:
     default_fpr = DEFAULT_FPR
     payload_bytes = 0
     semantic = True
+    erasable = False  # zeros would move the patch distances
 
     def __init__(self, bits: int = 7, patch_size: int | None = None, max_patches: int = 1024,
                  theta_mid: float = 40.0, tau: float | None = None):

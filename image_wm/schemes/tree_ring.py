@@ -101,6 +101,7 @@ class TreeRing:
     default_fpr = 1e-4
     payload_bytes = 0
     semantic = False
+    erasable = False  # zeros would move the Fourier rings
 
     def __init__(self, radius: int | None = None, channel: int = -1, amplitude: float = 1.0,
                  nuisance: np.ndarray | None = None) -> None:

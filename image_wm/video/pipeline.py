@@ -25,7 +25,7 @@ from image_wm.families import adapter_for
 from image_wm.image_io import resize_images
 from image_wm.inversion import invert_images
 from image_wm.pipeline import DEFAULT_STEPS, to_uint8
-from image_wm.resync import REFINED, coarse_steps, combine, shortlist
+from image_wm.resync import REFINED, Candidate, blank, coarse_steps, combine, shortlist
 from image_wm.resync import candidates as resync_candidates
 from image_wm.schemes.base import DEFAULT_FPR
 from image_wm.video.videomark import VideoMark
@@ -115,6 +115,13 @@ class WatermarkedVideoPipeline:
         latents = invert_images(self.pipe, resize_images(frames, self.frame_size, self.frame_size)[None], num_steps=inversion_steps)
         return latents[0].transpose(0, 1)
 
+    def undone_latents(self, frames: np.ndarray, candidate: Candidate, inversion_steps: int) -> torch.Tensor:
+        """Per-frame latents of the clip with ``candidate``'s edit undone, what the undo filled in blanked
+        (erasures of VideoMark's PRC soft signs, ``resync.blank``)."""
+        undone = candidate.undo(resize_images(frames, self.frame_size, self.frame_size))
+        latents = self.invert(undone, inversion_steps)
+        return blank(latents, [candidate] * len(frames), undone.shape[1:3]) if self.scheme.erasable else latents
+
     def detect(self, frames: np.ndarray, *, fpr: float = DEFAULT_FPR, inversion_steps: int = DEFAULT_STEPS,
                start: int | None = None, expected_frames: list[int] | None = None,
                resync: str = "off") -> DetectionResult:
@@ -128,7 +135,7 @@ class WatermarkedVideoPipeline:
         tried = resync_candidates(resync)
 
         def test(picks: Sequence[int], steps: int) -> list[DetectionResult]:
-            return [self.scheme.detect(self.invert(tried[j].undo(frames), steps), self.key, fpr=fpr / len(tried),
+            return [self.scheme.detect(self.undone_latents(frames, tried[j], steps), self.key, fpr=fpr / len(tried),
                                        start=start, expected_frames=expected_frames) for j in picks]
 
         everything = range(len(tried))

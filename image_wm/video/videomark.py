@@ -56,6 +56,7 @@ class VideoMark:
     """Frame-aligned PRC watermark with a keyed message sequence."""
 
     name = "videomark"
+    erasable = True  # frames are PRC codewords: a zero latent entry is a zero soft sign
 
     def __init__(self, frame_bits: int = 16, sequence_length: int = 500, t: int = 3, decode_fpr: float = 1e-9,
                  noise_var: float = 1.5) -> None:
