@@ -43,6 +43,7 @@ from provenance.scan.rows import ScanSpec
 from text_wm import scan as text_scan
 from text_wm.posthoc_cli import dataset, text_watermark
 from text_wm.registry import SCHEME_NAMES as TEXT_SCHEMES
+from text_wm.registry import load_key as load_text_key
 from text_wm.zeroshot_cli import zeroshot
 
 # Failures that mean "this input or option cannot be used" (exit 2); anything else is a defect (exit 1).
@@ -216,7 +217,7 @@ def keys_dev_cert(out: str, force: bool) -> None:
 # -- text -----------------------------------------------------------------------------
 @main.group()
 def text() -> None:
-    """Text watermarks: token-level (KGW, EXP, ITS, MajorMark, MajorMark+), post-hoc black-box, zero-shot detection."""
+    """Text watermarks: token-level (KGW, EXP, ITS, MajorMark, MajorMark+, SynthID), post-hoc black-box, zero-shot detection."""
 
 
 def _scheme_option(generation: bool = False):
@@ -224,6 +225,21 @@ def _scheme_option(generation: bool = False):
 
     names = GENERATION_SCHEMES if generation else SCHEME_NAMES
     return click.option("--scheme", required=True, type=click.Choice(names), help="Watermark scheme.")
+
+
+_synthid_config_option = click.option(
+    "--synthid-config", default=None, type=click.Path(dir_okay=False),
+    help="synthid only: transformers' SynthIDTextWatermarkingConfig as JSON (its to_json_file; the keys are secret).")
+
+
+def _text_key(scheme: str, key_file: str | None, synthid_config: str | None):
+    """The key ``scheme`` runs with: SynthID's config file for synthid, a key file for the rest."""
+    wanted, given = ("--synthid-config", synthid_config) if scheme == "synthid" else ("--key", key_file)
+    other = key_file if scheme == "synthid" else synthid_config
+    if given is None or other is not None:
+        raise click.UsageError(f"--scheme {scheme} takes {wanted} FILE" + (" (and not --key)" if scheme == "synthid"
+                                                                           else " (--synthid-config is for synthid)"))
+    return load_text_key(scheme, given)
 
 
 def _read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
@@ -247,8 +263,23 @@ def _payload_for(watermark, payload: str | None) -> str | None:
     return None if parsed is None else parsed.hex()
 
 
+@text.command("synthid-config")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Config file to write (mode 0600).")
+@click.option("--depth", default=30, show_default=True, type=click.IntRange(1, 64), help="Tournament layers (one key each).")
+@click.option("--ngram-len", default=5, show_default=True, type=click.IntRange(2, 16), help="Tokens per hashed n-gram.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file (the old config is lost).")
+def text_synthid_config(out, depth, ngram_len, force):
+    """Write a fresh SynthID-Text config with random keys, as transformers' to_json_file lays it out."""
+    from text_wm.synthid import SynthIDKey
+
+    key = SynthIDKey.generate(depth=depth, ngram_len=ngram_len)
+    key.save(out, overwrite=force)
+    click.echo(f"wrote SynthID config {key.key_id} ({depth} layers, {ngram_len}-grams) to {out}", err=True)
+
+
 @text.command("generate")
-@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
+@click.option("--key", "key_file", default=None, type=click.Path(dir_okay=False), help="Key file (every scheme but synthid).")
+@_synthid_config_option
 @_scheme_option(generation=True)
 @click.option("--payload", default=None, help="Hex payload for multi-bit schemes (majormark).")
 @click.option("--model", default=None, type=click.Path(), help="Local causal LM directory or .gguf file.")
@@ -263,15 +294,16 @@ def _payload_for(watermark, payload: str | None) -> str | None:
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @click.option("--compile", "compile_kernels", is_flag=True,
               help="Fuse the watermark's per-step work with torch.compile (KGW, MajorMark): 10-25 s once, then faster.")
-def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_new_tokens, temperature, chat, seed, out,
-                  force, compile_kernels):
-    """Generate watermarked text with a local LLM (default SmolLM2-135M)."""
+def text_generate(key_file, synthid_config, scheme, payload, model, prompt, prompts_file, max_new_tokens, temperature,
+                  chat, seed, out, force, compile_kernels):
+    """Generate watermarked text with a local LLM (default SmolLM2-135M); synthid through transformers'
+    own generate(watermarking_config=...)."""
     quiet_libraries()
     from provenance.models import load_text_model
     from text_wm.generate import generate_watermarked
     from text_wm.registry import get_scheme
 
-    key = _load_key(key_file)
+    key = _text_key(scheme, key_file, synthid_config)
     prompts = _read_prompts(prompt, prompts_file)
     out_path = Path(out) if out else None
     if out_path is not None:
@@ -297,14 +329,15 @@ def text_generate(key_file, scheme, payload, model, prompt, prompts_file, max_ne
 
 
 @text.command("detect")
-@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Key file.")
+@click.option("--key", "key_file", default=None, type=click.Path(dir_okay=False), help="Key file (every scheme but synthid).")
+@_synthid_config_option
 @_scheme_option()
 @click.option("--model", default=None, type=click.Path(), help="Local model whose tokenizer generated the text.")
 @click.option("--fpr", default=TEXT_DEFAULT_FPR, show_default=True, type=FiniteFloatRange(1e-12, 0.5, min_open=True))
 @max_text_bytes_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input.")
 @click.argument("files", nargs=-1, required=True)
-def text_detect(key_file, scheme, model, fpr, max_text_bytes, as_json, files):
+def text_detect(key_file, synthid_config, scheme, model, fpr, max_text_bytes, as_json, files):
     """Test FILES (plain text; .jsonl/.ndjson files hold one record a line, as `text generate --out`
     writes them) for the watermark. Every readable text gets a verdict, every unreadable one an
     error line (exit 2)."""
@@ -312,7 +345,7 @@ def text_detect(key_file, scheme, model, fpr, max_text_bytes, as_json, files):
     from provenance.models import load_tokenizer
     from text_wm.registry import get_scheme
 
-    key = _load_key(key_file)
+    key = _text_key(scheme, key_file, synthid_config)
     watermark = get_scheme(scheme)
     inputs = read_text_inputs(files, max_text_bytes)
     tokenizer = load_tokenizer(model) if any(i.error is None for i in inputs) else None
@@ -329,7 +362,7 @@ def _scan_specs(pairs: list[tuple[str, str]], image_settings: dict, video_settin
     behind; each modality's settings, with the scheme's own default FPR unless ``--fpr``."""
     specs = []
     for scheme, key_file in pairs:
-        key_id = _load_key(key_file).key_id
+        key_id = (load_text_key(scheme, key_file) if scheme in TEXT_SCHEMES else _load_key(key_file)).key_id
         if scheme == video_scan.SCHEME:
             specs.append(ScanSpec(video_scan.MODALITY, scheme, key_file, key_id,
                                   {**video_settings, "fpr": LATENT_DEFAULT_FPR if fpr is None else fpr}))

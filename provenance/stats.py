@@ -278,3 +278,54 @@ def collision_tail(total: int, cells: int, collisions: int) -> float:
                 new_above[n:] += weight[n] * suffix[: total + 1 - n, collisions - q]
         below, above = new_below, new_above
     return float(min(1.0, above[total] / stats.poisson.pmf(total, total)))
+
+
+def lattice_sum_tail(pmf: ArrayLike, count: int, observed: int) -> float:
+    """``P[X_1 + ... + X_count >= observed]`` for i.i.d. ``X`` with ``P[X = k] = pmf[k]``, k = 0..K.
+
+    H0: the per-item scores are independent draws from a known law on the integers 0..K (e.g.
+    a text's g-value sums under "the hash is a random oracle"). Exact up to floating point, also
+    deep in the tail: the sum's law is convolved (FFT) under the exponentially tilted law whose
+    mean is ``observed / count``, where the mass sits near ``observed`` and FFT rounding is
+    negligible, then tilted back, ``P[S = j] = Q[S = j] exp(count kappa(theta) - theta j)``.
+    """
+    weights = np.asarray(pmf, dtype=float)
+    if weights.ndim != 1 or weights.size == 0 or np.any(weights < 0) or not np.isclose(weights.sum(), 1.0):
+        raise ValueError("pmf must be a non-empty 1-D probability vector")
+    if count < 0:
+        raise ValueError(f"count must be non-negative, got {count}")
+    values = np.arange(weights.size)
+    support = values[weights > 0]
+    if observed <= count * int(support.min()):
+        return 1.0
+    if observed > count * int(support.max()):
+        return 0.0
+    log_weights = np.where(weights > 0, np.log(np.where(weights > 0, weights, 1.0)), -np.inf)
+
+    def tilted(theta: float) -> tuple[np.ndarray, float]:
+        """The law tilted by ``theta`` and its log normaliser ``kappa(theta)``."""
+        logs = log_weights + theta * values
+        top = logs.max()
+        kappa = float(top + np.log(np.exp(logs - top).sum()))
+        return np.exp(logs - kappa), kappa
+
+    target = observed / count
+    low, high = 0.0, 1.0
+    while tilted(high)[0] @ values < target and high < 1e6:
+        low, high = high, 2.0 * high
+    for _ in range(100):  # bisection: the tilted mean rises with theta
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if tilted(middle)[0] @ values < target else (low, middle)
+    theta = low
+    law, kappa = tilted(theta)
+    size = count * (weights.size - 1) + 1
+    spectrum = np.fft.rfft(law, n=1 << int(math.ceil(math.log2(size))))
+    total_law = np.clip(np.fft.irfft(spectrum ** count)[:size], 0.0, None)
+    tail = np.arange(observed, size)
+    terms = total_law[observed:]
+    keep = terms > 0
+    if not keep.any():
+        return 0.0
+    logs = np.log(terms[keep]) + count * kappa - theta * tail[keep]
+    top = logs.max()
+    return float(min(1.0, math.exp(top) * np.exp(logs - top).sum()))

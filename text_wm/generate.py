@@ -3,7 +3,8 @@
 Why a helper at all: batching prompts needs left padding, chat models need their chat
 template, and the caller needs a record of what was embedded (scheme, key id, payload,
 per-generation settings such as EXP's random key shift). The watermark itself lives in
-the scheme's logits processor; nothing here knows about any particular scheme.
+the scheme's logits processor (or, for a watermark transformers ships, its own ``generate`` options);
+nothing here knows about any particular scheme.
 """
 
 from __future__ import annotations
@@ -90,8 +91,12 @@ def generate_watermarked(
     if scheme is not None:
         if key is None:
             raise ValueError("a key is needed to generate watermarked text")
-        processor = scheme.processor(key, tokenizer, **(processor_kwargs or {}))
-        processors.append(processor)
+        native = getattr(scheme, "generate_options", None)
+        if native is not None:  # a watermark transformers ships (SynthID): its own generate path
+            generate_kwargs.update(native(key))
+        else:
+            processor = scheme.processor(key, tokenizer, **(processor_kwargs or {}))
+            processors.append(processor)
     if seed is not None:
         torch.manual_seed(seed)
     generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id or tokenizer.eos_token_id)

@@ -20,7 +20,6 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from provenance.cli_support import error_line
-from provenance.keys import WatermarkKey
 from provenance.models import load_tokenizer
 from provenance.readers import (InputError, decode_text, format_size, iter_jsonl, open_regular_file,
                                 read_limited_bytes)
@@ -28,7 +27,7 @@ from provenance.result import DetectionResult
 from provenance.scan.engine import Unit, UnitScorer
 from provenance.scan.rows import ScanSpec, content_hash, spec_rows
 from text_wm.base import TokenWatermark
-from text_wm.registry import get_scheme
+from text_wm.registry import get_scheme, load_key
 
 MODALITY = "text"
 DATASET_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
@@ -105,7 +104,7 @@ class TextScorer(UnitScorer):
 
     def detect(self, spec: ScanSpec, texts: list[str]) -> list[DetectionResult]:
         """``spec``'s verdicts on ``texts``: one vectorised pass for sampler watermarks."""
-        watermark, key, fpr = get_scheme(spec.scheme), WatermarkKey.load(spec.key_file), spec.settings["fpr"]
+        watermark, key, fpr = get_scheme(spec.scheme), load_key(spec.scheme, spec.key_file), spec.settings["fpr"]
         if isinstance(watermark, TokenWatermark):
             return watermark.detect_batch(texts, key, self.tokenizer, fpr=fpr)
         return [watermark.detect(text, key, self.tokenizer, fpr=fpr) for text in texts]
