@@ -237,8 +237,8 @@ def test_batch_detection_equals_single_detection(scheme) -> None:
 
 
 def test_short_texts_keep_the_previous_results() -> None:
-    """Texts within the window score as before windows existed: these p-values (x 201 resamples + 1)
-    and scores were computed by the implementation without windows."""
+    """Texts within the window score as before windows existed: these permutation p-values (x 201
+    resamples + 1) and scores were computed by the implementation without windows."""
     generator = torch.Generator().manual_seed(21)
     texts = [torch.randint(0, 1000, (length,), generator=generator) for length in (60, 180)]
     expected = {"exp": [(112, 28, -99.585205078125), (3, 16, -288.12432861328125)],
@@ -246,7 +246,12 @@ def test_short_texts_keep_the_previous_results() -> None:
     for scheme in SCHEMES:
         results = scheme.detect_batch(texts, KEY, vocab=1000, n_resamples=200, device="cpu")
         for text, result, (count, plain_count, score) in zip(texts, results, expected[scheme.name]):
-            assert result.p_value == count / 201 and result.details["p_value_plain"] == plain_count / 201
+            details = result.details
+            assert details["p_value_permutation"] == count / 201 and details["p_value_plain"] == plain_count / 201
+            if scheme.name == "exp":  # the weighted Bonferroni of the permutation and analytic tails
+                assert result.p_value == min(1.0, count / 200, 201 * details["p_value_analytic"])
+            else:
+                assert result.p_value == count / 201 and details["p_value_analytic"] is None
             assert result.score == pytest.approx(score, abs=1e-4)
             assert result.details["windows"] == 1
             assert result.details["tokens_total"] == result.details["tokens_scored"] == text.numel()
@@ -295,7 +300,12 @@ def test_long_text_is_tested_on_windows_with_a_bonferroni_p_value(cls) -> None:
         assert result.p_value == pytest.approx(min(1.0, 3 * min(window_p)))
         assert result.p_value >= min(window_p) and window_p[details["best_window"]] == min(window_p)
         assert result.detected == (result.p_value <= 0.01) == (result.score < result.threshold)
-    assert found.detected and found.p_value == pytest.approx(1 / 101) and found.details["best_window"] == 1
+    assert found.detected and found.details["best_window"] == 1
+    assert found.details["p_value_permutation"] == pytest.approx(1 / 303)  # the window's floor, 302 resamples
+    if cls is ITS:
+        assert found.p_value == pytest.approx(1 / 101)
+    else:  # below the permutation floor: the analytic tail of the plain statistic
+        assert found.p_value == pytest.approx(303 * found.details["p_value_analytic"]) and found.p_value < 1e-10
     assert not null.detected and null.p_value > 0.01
     # each window's p-value is the one the window gets as a text on its own
     alone = scheme.detect(plain[450:550], KEY, vocab=vocab, n_resamples=302, device="cpu")
@@ -307,12 +317,13 @@ def test_long_text_is_tested_on_windows_with_a_bonferroni_p_value(cls) -> None:
 
 
 def test_long_null_texts_keep_a_valid_p_value() -> None:
-    """Random long texts: the windowed p-values are super-uniform (Bonferroni), never below the floor."""
+    """Random long texts: the windowed p-values are super-uniform (Bonferroni); the permutation part never
+    goes below its floor (EXP's p-value may, through the analytic tail, but stays valid)."""
     scheme, vocab, resamples = EXP(window_tokens=30, max_windows=3), 1000, 20
     texts = [torch.randint(0, vocab, (200,), generator=torch.Generator().manual_seed(500 + s)) for s in range(60)]
     results = scheme.detect_batch(texts, KEY, vocab=vocab, n_resamples=resamples, device="cpu")
     p_values = np.array([r.p_value for r in results])
-    assert p_values.min() >= 1 / (resamples + 1) - 1e-12
+    assert min(r.details["p_value_permutation"] for r in results) >= 1 / (3 * (resamples + 1)) - 1e-12
     for level in (0.1, 0.3, 0.5):  # P[p <= level] <= level under H0, with sampling slack
         assert np.mean(p_values <= level) <= level + 3 * math.sqrt(level * (1 - level) / len(texts))
 
@@ -416,3 +427,30 @@ def test_the_generation_record_keeps_the_key_shift_and_the_scheme_settings(text_
     assert [r.settings["key_shift"] for r in records] == [7, 200]
     assert all(r.settings["key_length"] == scheme.key_length and "device" not in r.settings for r in records)
     json.dumps([r.to_dict() for r in records])  # a record is plain JSON
+
+
+def test_exp_reaches_below_the_permutation_floor_in_agreement_with_brute_force() -> None:
+    """Texts with a watermarked stretch of 0-12 tokens in 120 random ones (key length 64, so they wrap):
+    the analytic tail is never below a 20,000-resample brute-force p-value of the plain statistic (it is
+    a Bonferroni bound) and within the key length of it; once the brute force reaches its floor the
+    combined p-value goes far below it. On random texts the analytic tail keeps its level."""
+    scheme, vocab = EXP(key_length=64), 1000
+    generator = torch.Generator().manual_seed(40)
+    texts = []
+    for marked in (0, 3, 6, 9, 12, 40):
+        text = torch.randint(0, vocab, (120,), generator=generator)
+        text[:marked] = _watermarked_tokens(scheme, vocab, marked, shift=5, seed=41 + marked)
+        texts.append(text)
+    brute = scheme.detect_batch(texts, KEY, vocab=vocab, edit_robust=False, n_resamples=20_000, device="cpu")
+    for result in brute:
+        exact, analytic = result.details["p_value_plain"], result.details["p_value_analytic"]
+        if exact > 1 / 20_001:
+            assert exact <= analytic * 1.2 + 3e-4, (exact, analytic)
+            assert analytic <= 64 * exact * 1.2 + 3e-4, (exact, analytic)
+    strongest = brute[-1]
+    assert strongest.details["p_value_plain"] == 1 / 20_001 and strongest.p_value < 1e-9
+    null = [torch.randint(0, vocab, (120,), generator=generator) for _ in range(400)]
+    analytic = np.array([r.details["p_value_analytic"] for r in
+                         scheme.detect_batch(null, KEY, vocab=vocab, edit_robust=False, n_resamples=1, device="cpu")])
+    for level in (0.05, 0.2):
+        assert np.mean(analytic <= level) <= level + 3 * math.sqrt(level * (1 - level) / len(null))

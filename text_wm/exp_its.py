@@ -38,8 +38,19 @@ which makes its test exact given ``u`` too: on random-token texts checked agains
 fixed key the p-values were measured uniform, whereas resampling ``u`` as well gave 30%
 instead of 49% at ``p <= 0.5`` (the FPR over many texts for one deployed key matters).
 The draws come from a generator seeded by the key and the token sequence, so detection is
-reproducible. For EXP the plain statistic also has an analytic p-value
-(``details["p_value_analytic"]``).
+reproducible.
+
+A permutation p-value can never fall below ``1 / (T + 1)``, so a platform asking for
+``fpr=1e-6`` could never flag anything. EXP's plain statistic also has an exact analytic tail
+(``_analytic_p_value``: Gamma tails, Bonferroni over the key's shifts) that goes as low as the
+text's evidence allows, and EXP's p-value is the weighted Bonferroni combination of the two,
+``min(1, p_perm / w, p_analytic / (1 - w))`` with ``w = T / (T + 1)``: valid under H0 for any
+dependence between them (``P[reject] <= w a + (1 - w) a = a``), the permutation part keeps its
+floor (``1 / T`` instead of ``1 / (T + 1)``, so the default 100 resamples still decide at 1%),
+and an unedited watermarked text gets the analytic part's small p-value. Edited texts, which only
+the edit-robust statistic finds, stay at the permutation floor. ``details`` keeps both parts
+(``p_value_permutation``, ``p_value_analytic``); ``threshold`` is the permutation part's, at
+``w * fpr``. ITS has no analytic tail and reports the permutation p-value.
 
 EXP scores each distinct token once, at its first occurrence; a repeat keeps its place in the
 alignment with a constant, key-free cost (``neutral_cost``, the cost's mean under H0). Why:
@@ -552,12 +563,15 @@ class _KeySequenceWatermark:
             plain_p = float(empirical_p_value(plain_all[0], plain_all[1:], larger_is_extreme=False))
             if edit_robust:
                 values = torch.cat(edit[unit.index]).double().numpy()
-                p_value = float(empirical_p_value(values[0], values[1:], larger_is_extreme=False))
+                permutation_p = float(empirical_p_value(values[0], values[1:], larger_is_extreme=False))
             else:
-                values, p_value = plain_all, plain_p
+                values, permutation_p = plain_all, plain_p
+            analytic = self._analytic_p_value(float(plain_all[0]), m, n_scored)
+            share = 1.0 if analytic is None else unit.resamples / (unit.resamples + 1)
+            p_value = permutation_p if analytic is None else min(1.0, permutation_p / share, analytic / (1.0 - share))
             observed, null = float(values[0]), values[1:]
             try:
-                threshold = threshold_for_fpr(null, level, larger_is_extreme=False)
+                threshold = threshold_for_fpr(null, level * share, larger_is_extreme=False)
             except ValueError:  # too few resamples: no score can reach p <= level
                 threshold = float("-inf")
             details = {
@@ -571,7 +585,8 @@ class _KeySequenceWatermark:
                 "plain_statistic": float(plain_all[0]),
                 "best_shift": int(torch.cat(shifts[unit.index])[0]),
                 "p_value_plain": plain_p,
-                "p_value_analytic": self._analytic_p_value(float(plain_all[0]), m, n_scored),
+                "p_value_permutation": permutation_p,
+                "p_value_analytic": analytic,
             }
             return p_value, observed, threshold, details
 
@@ -659,12 +674,11 @@ class EXP(_KeySequenceWatermark):
     def _analytic_p_value(self, plain: float, n_tokens: int, n_scored: int) -> float | None:
         """Bonferroni over shifts of ``P[Gamma(k, 1) >= -(scored costs)]``, ``k`` distinct tokens.
 
-        Valid when ``m <= n`` (every shift then pairs each token with a distinct key row,
-        so under H0 the k scored costs are independent ``-Exp(1)``; the repeats add the
-        constant ``-1`` each); ``None`` otherwise.
+        Valid for any length: under one shift the scored tokens are distinct, so each is paired
+        with its own key entry ``xi[j, y]`` (a distinct vocabulary column, whichever key row),
+        and under H0 the k scored costs are independent ``-Exp(1)``; the repeats add the
+        constant ``-1`` each.
         """
-        if n_tokens > self.key_length:
-            return None
         scored = plain - self.neutral_cost * (n_tokens - n_scored)
         return float(min(1.0, self.key_length * sps.gamma.sf(-scored, n_scored)))
 
