@@ -11,8 +11,6 @@ and 1e-3. Writes the "EXP below the permutation floor" section of docs/benchmark
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -22,26 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from benchmarks.report import write_section  # noqa: E402
-from benchmarks.text import generate, prompts  # noqa: E402
+from benchmarks.text import generate, generation_setup, human_passages, prompts  # noqa: E402
 from provenance.keys import WatermarkKey  # noqa: E402
-from provenance.models import load_text_model  # noqa: E402
 from text_wm.exp_its import EXP  # noqa: E402
 
-HUMAN = Path(__file__).resolve().parents[1] / "tests" / "data" / "human_passages.jsonl"
 LEVELS = (1e-2, 1e-4, 1e-6, 1e-9)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    model, tokenizer = load_text_model(device="cpu")
+    args, model, tokenizer = generation_setup(n=20, batch=10)
     key, scheme = WatermarkKey.from_seed(2026), EXP()
     marked, _ = generate(model, tokenizer, scheme, key, prompts(args.n), args.batch, seed=0)
     start = time.perf_counter()
@@ -49,7 +38,7 @@ def main() -> None:
     per_text = (time.perf_counter() - start) / len(marked)
     permutation = np.array([r.details["p_value_permutation"] for r in results])
     reported = np.array([r.p_value for r in results])
-    human = [json.loads(line) for line in HUMAN.read_text(encoding="utf-8").splitlines() if line.strip()]
+    human = human_passages()
     human_p = np.array([r.p_value for r in scheme.detect_batch(human, key, tokenizer)])
     rows = ["| FPR | TPR, permutation p-value alone | TPR, EXP's p-value (with the analytic tail) |", "|---|---|---|"]
     rows += [f"| {level:g} | {np.mean(permutation <= level):.2f} | {np.mean(reported <= level):.2f} |" for level in LEVELS]

@@ -17,6 +17,7 @@ Prints tables and writes the "Text watermarks" section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -53,6 +54,26 @@ ANCHOR_EDIT_RATES = (0.4, 0.5)
 PAYLOAD = "beef"
 COMPILED_SCHEMES = ("kgw", "majormark", "majormark+")  # the schemes whose processors use text_wm.kernels
 GEN = dict(max_new_tokens=200, min_new_tokens=200, do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
+
+
+HUMAN_PASSAGES = Path(__file__).resolve().parents[1] / "tests" / "data" / "human_passages.jsonl"
+
+
+def human_passages() -> list[str]:
+    """The 600 human-written passages of ``tests/data`` (the false-positive side of the text benchmarks)."""
+    return [json.loads(line) for line in HUMAN_PASSAGES.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def generation_setup(n: int, batch: int) -> tuple[argparse.Namespace, object, object]:
+    """``--n``, ``--batch`` and ``--threads`` parsed, torch's threads set, SmolLM2 and its tokenizer loaded."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=n)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_text_model(device="cpu")
+    return args, model, tokenizer
 
 
 def prompts(n: int) -> list[str]:
