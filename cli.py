@@ -339,10 +339,12 @@ def text_generate(key_file, synthid_config, scheme, payload, model, prompt, prom
 @click.argument("files", nargs=-1, required=True)
 def text_detect(key_file, synthid_config, scheme, model, fpr, max_text_bytes, as_json, files):
     """Test FILES (plain text; .jsonl/.ndjson files hold one record a line, as `text generate --out`
-    writes them) for the watermark. Every readable text gets a verdict, every unreadable one an
-    error line (exit 2)."""
+    writes them) for the watermark, as received and in canonical form (NFKC, homoglyphs folded,
+    invisible characters and emoji removed; Bonferroni over the two). Every readable text gets a
+    verdict, every unreadable one an error line (exit 2)."""
     quiet_libraries()
     from provenance.models import load_tokenizer
+    from text_wm.canonical import detect_forms
     from text_wm.registry import get_scheme
 
     key = _text_key(scheme, key_file, synthid_config)
@@ -350,9 +352,11 @@ def text_detect(key_file, synthid_config, scheme, model, fpr, max_text_bytes, as
     inputs = read_text_inputs(files, max_text_bytes)
     tokenizer = load_tokenizer(model) if any(i.error is None for i in inputs) else None
     options = {"progress": True} if scheme in LONG_DETECTION_SCHEMES else {}
-    outcomes = [(i.name, i.error or attempt(i.name, lambda i=i: watermark.detect(i.text, key, tokenizer, fpr=fpr,
-                                                                                **options)))
-                for i in inputs]
+
+    def detect(texts, level):
+        return [watermark.detect(text, key, tokenizer, fpr=level, **options) for text in texts]
+
+    outcomes = [(i.name, i.error or attempt(i.name, lambda i=i: detect_forms(detect, [i.text], fpr)[0])) for i in inputs]
     report(outcomes, as_json, lambda name, result: f"{name}: {result.summary()}")
 
 

@@ -1,9 +1,11 @@
-"""Text attacks: random token edits, word deletion, LLM paraphrase and copy-paste dilution.
+"""Text attacks: random token edits, word deletion, Unicode tricks, LLM paraphrase and copy-paste dilution.
 
 Why these: token edits are the corruption model under which token watermarks state their
 robustness (Kuditipudi et al.); word deletion is the cheapest human edit; a prompted rewrite
 by a language model is the paraphrase attack every text watermark paper reports; copy-paste
-dilution (a watermarked span inside human text) is how watermarked text is actually reused.
+dilution (a watermarked span inside human text) is how watermarked text is actually reused;
+homoglyphs, zero-width spaces and emoji cost an attacker nothing and change the tokens a detector
+sees (``text_wm.canonical`` undoes them).
 
 Every attack is ``fn(text, strength, seed, **models) -> str`` and deterministic under ``seed``.
 Models: token edits use ``tokenizer=`` (default: the SmolLM2 tokenizer), the paraphrase uses
@@ -28,6 +30,7 @@ import torch
 from attacks.registry import register
 from attacks.text_edits import random_token_edits
 from provenance.models import model_and_tokenizer
+from text_wm.canonical import lookalikes
 
 HUMAN_TEXT = Path(__file__).with_name("data") / "human_passages.jsonl"
 PARAPHRASE_PROMPT = (
@@ -38,6 +41,8 @@ PARAPHRASE_TEMPERATURE = 0.7
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _WORD_WITH_SPACE = re.compile(r"\S+\s*")
 _LABEL = re.compile(r"^[A-Za-z ]{1,40}:\s+")
+ZERO_WIDTH_SPACE = "\u200b"
+EMOJI = ("\U0001F600", "\U0001F44D", "\U0001F525", "\u2728", "\U0001F389", "\U0001F680", "\u2764\ufe0f", "\U0001F914")
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,6 +88,39 @@ def token_insertion(text: str, strength: float, seed: int, tokenizer: Any = None
 def token_deletion(text: str, strength: float, seed: int, tokenizer: Any = None, **_: Any) -> str:
     """Delete each token with probability ``strength``."""
     return _token_edits(text, strength, seed, "d", tokenizer)
+
+
+@register("homoglyph", "text", 0.0, 1.0, 0.2, unit="fraction of letters that have a look-alike")
+def homoglyph(text: str, strength: float, seed: int, **_: Any) -> str:
+    """Swap each Latin letter that has a Cyrillic or Greek look-alike for one, with probability ``strength``."""
+    rng = np.random.default_rng(seed)
+    options = lookalikes()
+    return "".join(options[c][rng.integers(len(options[c]))] if c in options and rng.random() < strength else c
+                   for c in _check_text(text))
+
+
+@register("zero-width", "text", 0.0, 1.0, 0.3, unit="fraction of words")
+def zero_width(text: str, strength: float, seed: int, **_: Any) -> str:
+    """Hide a zero-width space inside each word of two or more characters with probability ``strength``."""
+    rng = np.random.default_rng(seed)
+
+    def hide(word: str) -> str:
+        core = word.rstrip()
+        if len(core) < 2 or rng.random() >= strength:
+            return word
+        cut = int(rng.integers(1, len(core)))
+        return core[:cut] + ZERO_WIDTH_SPACE + word[cut:]
+
+    return "".join(hide(word) for word in _WORD_WITH_SPACE.findall(_check_text(text)))
+
+
+@register("emoji", "text", 0.0, 1.0, 0.1, unit="fraction of words followed by an emoji")
+def emoji(text: str, strength: float, seed: int, **_: Any) -> str:
+    """Put a space and an emoji after each word with probability ``strength``."""
+    rng = np.random.default_rng(seed)
+    words = _WORD_WITH_SPACE.findall(_check_text(text))
+    return "".join(word.rstrip() + f" {EMOJI[rng.integers(len(EMOJI))]}" + word[len(word.rstrip()):]
+                   if rng.random() < strength else word for word in words)
 
 
 @register("word-deletion", "text", 0.0, 1.0, 0.1, unit="fraction of words")

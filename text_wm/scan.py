@@ -27,6 +27,7 @@ from provenance.result import DetectionResult
 from provenance.scan.engine import Unit, UnitScorer
 from provenance.scan.rows import ScanSpec, content_hash, spec_rows
 from text_wm.base import TokenWatermark
+from text_wm.canonical import detect_forms
 from text_wm.registry import get_scheme, load_key
 
 MODALITY = "text"
@@ -103,11 +104,16 @@ class TextScorer(UnitScorer):
         return self._tokenizer
 
     def detect(self, spec: ScanSpec, texts: list[str]) -> list[DetectionResult]:
-        """``spec``'s verdicts on ``texts``: one vectorised pass for sampler watermarks."""
-        watermark, key, fpr = get_scheme(spec.scheme), load_key(spec.scheme, spec.key_file), spec.settings["fpr"]
-        if isinstance(watermark, TokenWatermark):
-            return watermark.detect_batch(texts, key, self.tokenizer, fpr=fpr)
-        return [watermark.detect(text, key, self.tokenizer, fpr=fpr) for text in texts]
+        """``spec``'s verdicts on ``texts`` as received and in canonical form (``text_wm.canonical``):
+        one vectorised pass a form for sampler watermarks."""
+        watermark, key = get_scheme(spec.scheme), load_key(spec.scheme, spec.key_file)
+
+        def detect(batch: Sequence[str], level: float) -> list[DetectionResult]:
+            if isinstance(watermark, TokenWatermark):
+                return watermark.detect_batch(batch, key, self.tokenizer, fpr=level)
+            return [watermark.detect(text, key, self.tokenizer, fpr=level) for text in batch]
+
+        return detect_forms(detect, texts, spec.settings["fpr"])
 
     def score(self, items: Unit) -> list[dict[str, Any]]:
         read = [(item["item"], None, ValueError(item["error"])) if "error" in item
