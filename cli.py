@@ -44,6 +44,7 @@ from text_wm import scan as text_scan
 from text_wm.posthoc_cli import dataset, text_watermark
 from text_wm.registry import SCHEME_NAMES as TEXT_SCHEMES
 from text_wm.registry import load_key as load_text_key
+from text_wm.traps_cli import traps
 from text_wm.zeroshot_cli import zeroshot
 
 # Failures that mean "this input or option cannot be used" (exit 2); anything else is a defect (exit 1).
@@ -490,7 +491,7 @@ def scan(schemes, key_files, spec_file, choice, steps, fpr, resync, max_pixels, 
         raise click.exceptions.Exit(2)
 
 
-for _command in (image, video, audit, attack, dataset):
+for _command in (image, video, audit, attack, dataset, traps):
     main.add_command(_command)
 for _command in (text_watermark, zeroshot):
     text.add_command(_command)
