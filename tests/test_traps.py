@@ -3,15 +3,17 @@ manifest says, the user's documents otherwise unchanged."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import cli
 from provenance.keys import WatermarkKey
-from text_wm.traps import MAX_JACCARD, fuzzy_copies, inject, make_traps
+from text_wm.traps import MAX_JACCARD, fuzzy_copies, inject, make_traps, verify_traps
 
 KEY = WatermarkKey.from_seed("traps")
 
@@ -83,3 +85,27 @@ def test_the_cli_makes_and_injects_into_new_files_only(tmp_path, made):
             "--manifest", str(tmp_path / "x.jsonl"), str(corpus)]
     result = CliRunner().invoke(cli.main, same)
     assert result.exit_code == 2 and re.search("different files", result.output)
+
+
+def fine_tuned(model, sequences: torch.Tensor, steps: int):
+    """A copy of ``model`` trained ``steps`` full-batch AdamW steps on ``sequences`` (the model itself is untouched)."""
+    tuned = copy.deepcopy(model).train()
+    optimiser = torch.optim.AdamW(tuned.parameters(), lr=1e-4)
+    torch.manual_seed(0)
+    for _ in range(steps):
+        tuned(input_ids=sequences, labels=sequences).loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    return tuned.eval()
+
+
+def test_verify_flags_a_model_trained_on_the_members_and_not_one_trained_on_other_text(text_model, human_passages):
+    """A tiny run: 8 steps on the 10 member traps (16 tokens each) against 8 steps on 10 human passages."""
+    model, tokenizer = text_model
+    made = make_traps(model, tokenizer, KEY, count=10, length=16, batch=16)
+    members = torch.tensor([t.token_ids for t in made if t.member])
+    flagged = verify_traps(fine_tuned(model, members, 8), model, made)
+    assert flagged.detected and flagged.p_value < 1e-3 and flagged.auc_ratio > 0.9, flagged.summary()
+    other = torch.tensor([tokenizer(p, add_special_tokens=False)["input_ids"][:16] for p in human_passages[:10]])
+    clean = verify_traps(fine_tuned(model, other, 8), model, made)
+    assert not clean.detected and clean.p_value > 0.05, clean.summary()

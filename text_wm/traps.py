@@ -14,6 +14,7 @@ same key and settings make the same traps. Half of each bucket is kept back as n
 finds plausible there (its top candidates other than the original), a different variant per
 repetition. ``inject`` inserts each member trap ``n`` times at keyed random whitespace positions
 of the user's documents and returns new documents and a manifest of what went where.
+``verify_traps`` tests a suspect model: member traps against held-out ones, by the Ratio score.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import stats
 
 from provenance.keys import WatermarkKey
 
@@ -56,13 +58,20 @@ class Trap:
         return cls(**{**data, "token_ids": tuple(data["token_ids"])})
 
 
+def token_nll(model: Any, sequences: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    """Negative log-likelihood ``(B, L - 1)`` of every token but the first of each row of ``sequences`` (B, L)."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(sequences), batch):
+            rows = sequences[start:start + batch].to(model.device)
+            logits = model(input_ids=rows).logits[:, :-1].float()
+            out.append(torch.nn.functional.cross_entropy(logits.transpose(1, 2), rows[:, 1:], reduction="none").cpu())
+    return torch.cat(out)
+
+
 def sequence_nll(model: Any, sequences: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood per token of each row of ``sequences`` (B, L), every token but the first."""
-    with torch.inference_mode():
-        logits = model(input_ids=sequences.to(model.device)).logits[:, :-1].float()
-        losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), sequences[:, 1:].to(model.device),
-                                                   reduction="none")
-    return losses.mean(dim=1).cpu()
+    return token_nll(model, sequences).mean(dim=1)
 
 
 def _jaccard(a: set[int], b: set[int]) -> float:
@@ -170,3 +179,62 @@ def inject(documents: Sequence[str], copies: dict[str, list[str]], key: Watermar
         pieces.append(document[last:])
         out.append("".join(pieces))
     return out, placements
+
+
+@dataclass(frozen=True)
+class TrapVerdict:
+    """Was a suspect model trained on the trapped documents? One rank test decides; the AUCs describe."""
+
+    detected: bool
+    p_value: float
+    fpr: float
+    auc_ratio: float
+    auc_loss: float
+    auc_min_k: float
+    members: int
+    non_members: int
+    test: str = ("one-sided Mann-Whitney U of the Ratio score (log-perplexity under the suspect minus under the "
+                 "reference) of member traps against held-out ones; H0: the suspect never saw either set, so the "
+                 "two sets' scores are exchangeable")
+
+    def summary(self) -> str:
+        verdict = "TRAINED ON the trapped documents" if self.detected else "no evidence of training"
+        return (f"{verdict}  p={self.p_value:.3g}  AUC ratio={self.auc_ratio:.3f} loss={self.auc_loss:.3f} "
+                f"min-k={self.auc_min_k:.3f}  ({self.members} members vs {self.non_members} held out)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_traps(suspect: Any, reference: Any, traps: Sequence[Trap], *, fpr: float = 0.01,
+                 k_percent: float = 20.0) -> TrapVerdict:
+    """Membership inference of the member traps against the held-out ones (same generator, never published).
+
+    Scores per trap (lower: more likely trained on): Ratio = mean token NLL under ``suspect`` minus under
+    ``reference`` (the paper's test; the reference, e.g. the suspect's base model, cancels how
+    predictable the sequence is anyway), LOSS = mean NLL under the suspect, Min-K% = mean NLL of its
+    ``k_percent`` % least likely tokens under the suspect. The p-value is the Ratio's rank test.
+    """
+    if not 0.0 < fpr < 1.0:
+        raise ValueError(f"fpr must lie strictly between 0 and 1, got {fpr}")
+    members = [t for t in traps if t.member]
+    held_out = [t for t in traps if not t.member]
+    if len(members) < 2 or len(held_out) < 2:
+        raise ValueError("verification needs at least two member and two held-out traps")
+    if len({len(t.token_ids) for t in traps}) != 1:
+        raise ValueError("the traps of one verification must share a length")
+    ids = torch.tensor([t.token_ids for t in [*members, *held_out]])
+    suspect_nll = token_nll(suspect, ids)
+    loss = suspect_nll.mean(dim=1).numpy()
+    ratio = loss - token_nll(reference, ids).mean(dim=1).numpy()
+    keep = max(1, int(suspect_nll.shape[1] * k_percent / 100))
+    min_k = suspect_nll.sort(dim=1, descending=True).values[:, :keep].mean(dim=1).numpy()
+    split = len(members)
+
+    def auc(score: np.ndarray) -> float:
+        return float(stats.mannwhitneyu(score[split:], score[:split], alternative="greater").statistic
+                     / (split * (len(score) - split)))
+
+    test = stats.mannwhitneyu(ratio[split:], ratio[:split], alternative="greater")
+    return TrapVerdict(detected=bool(test.pvalue <= fpr), p_value=float(test.pvalue), fpr=fpr, auc_ratio=auc(ratio),
+                       auc_loss=auc(loss), auc_min_k=auc(min_k), members=split, non_members=len(held_out))

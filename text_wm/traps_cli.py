@@ -13,8 +13,19 @@ from pathlib import Path
 
 import click
 
+from provenance.cli_support import FiniteFloatRange
 from provenance.files import check_new_output, write_text_atomic
 from provenance.readers import InputError, check_jsonl_output, is_jsonl, read_documents, read_text
+
+
+def _read_traps(path: str) -> list:
+    """Every trap of a file from ``traps make``; anything else is one ``InputError`` naming the file."""
+    from text_wm.traps import Trap
+
+    try:
+        return [Trap.from_dict(row) for row in read_documents(path)[1]]
+    except (KeyError, TypeError) as exc:
+        raise InputError(path, f"not a traps file from `traps make` ({exc.__class__.__name__})") from None
 
 
 @click.group()
@@ -61,7 +72,7 @@ def traps_inject(key_file, traps_file, repetitions, fuzzy, model, out, manifest,
     """Insert each member trap REPETITIONS times at keyed random whitespace positions of IN (.jsonl or text)."""
     from provenance.keys import WatermarkKey
     from provenance.models import load_text_model, quiet_libraries
-    from text_wm.traps import Trap, fuzzy_copies, inject
+    from text_wm.traps import fuzzy_copies, inject
 
     quiet_libraries()
     key = WatermarkKey.load(key_file)
@@ -70,10 +81,7 @@ def traps_inject(key_file, traps_file, repetitions, fuzzy, model, out, manifest,
     manifest_path = check_new_output(manifest, force)
     if Path(manifest_path).resolve() == Path(out_path).resolve():
         raise InputError(manifest, "the manifest and --out must be different files")
-    try:
-        members = [Trap.from_dict(row) for row in read_documents(traps_file)[1] if row["member"]]
-    except (KeyError, TypeError) as exc:
-        raise InputError(traps_file, f"not a traps file from `traps make` ({exc.__class__.__name__})") from None
+    members = [trap for trap in _read_traps(traps_file) if trap.member]
     if not members:
         raise InputError(traps_file, "no member traps")
     documents, rows = read_documents(in_file) if jsonl else ([read_text(in_file)], [None])
@@ -92,3 +100,23 @@ def traps_inject(key_file, traps_file, repetitions, fuzzy, model, out, manifest,
     write_text_atomic(manifest_path, json.dumps(record, indent=1) + "\n")
     click.echo(f"inserted {len(placements)} copies of {len(members)} traps into {len(documents)} document(s): "
                f"{out_path}, manifest {manifest_path}", err=True)
+
+
+@traps.command("verify")
+@click.option("--traps", "traps_file", required=True, type=click.Path(dir_okay=False), help="Traps from `traps make`.")
+@click.option("--model", required=True, type=click.Path(), help="The suspect model (local folder or .gguf).")
+@click.option("--reference", default=None, type=click.Path(),
+              help="Reference model for the Ratio score (default: the default LM, SmolLM2-135M).")
+@click.option("--fpr", default=0.01, show_default=True, type=FiniteFloatRange(1e-12, 0.5, min_open=True))
+@click.option("--json", "as_json", is_flag=True, help="The verdict as one JSON object.")
+def traps_verify(traps_file, model, reference, fpr, as_json):
+    """Test whether the suspect MODEL was trained on the trapped documents (members against held-out traps)."""
+    from provenance.models import load_text_model, quiet_libraries
+    from text_wm.traps import verify_traps
+
+    quiet_libraries()
+    made = _read_traps(traps_file)
+    suspect, _ = load_text_model(model)
+    baseline, _ = load_text_model(reference)
+    verdict = verify_traps(suspect, baseline, made, fpr=fpr)
+    click.echo(json.dumps(verdict.to_dict()) if as_json else verdict.summary())
