@@ -48,6 +48,8 @@ provenance text generate --key "$OUT/key.json" --scheme exp --seed 3 --max-new-t
   --prompt "Describe a walk through a forest in autumn." --out "$OUT/exp.jsonl"
 provenance text detect --key "$OUT/key.json" --scheme exp "$OUT/exp.jsonl"
 provenance text detect --key "$OUT/other-key.json" --scheme exp "$OUT/exp.jsonl"
+say "8b. At a platform's false-positive rate, 1e-6: the exact analytic tail takes EXP below the permutation floor"
+provenance text detect --key "$OUT/key.json" --scheme exp --fpr 1e-6 "$OUT/exp.jsonl"
 
 say "9. Images: the watermark lives in the initial noise of the reference text-to-image model (64x64, CPU)."
 say "   A 64x64 image carries little evidence for some schemes (Tree-Ring's rings), so single images are tested at a 1% FPR here (the CLI default is 1e-6)"
@@ -106,5 +108,21 @@ provenance text detect --scheme blackbox --fpr 0.001 --key "$OUT/other-key.json"
 
 say "13. Zero-shot: does SmolLM2 itself plausibly explain a text? (no watermark, no key; empirical 1% FPR on human text)"
 provenance text zeroshot "$OUT/kgw.jsonl" "$OUT/human.txt"
+
+say "14. SynthID-Text as transformers ships it: its config is the key; detection needs no trained detector"
+provenance text synthid-config --out "$OUT/synthid.json"
+provenance text synthid-config --out "$OUT/other-synthid.json" 2>/dev/null
+provenance text generate --scheme synthid --synthid-config "$OUT/synthid.json" --seed 4 --max-new-tokens 60 \
+  --prompt "Explain how bees make honey." --out "$OUT/synthid.jsonl"
+provenance text detect --scheme synthid --synthid-config "$OUT/synthid.json" "$OUT/synthid.jsonl"
+provenance text detect --scheme synthid --synthid-config "$OUT/other-synthid.json" "$OUT/synthid.jsonl"
+
+say "15. Copyright traps: keyed trap sequences, inserted into a corpus (new files, a manifest of every copy)"
+python -c "[print(l.strip()) for l in list(open('tests/data/human_passages.jsonl'))[20:24]]" \
+  > "$OUT/corpus.jsonl"
+provenance traps make --key "$OUT/key.json" --count 4 --length 25 --out "$OUT/traps.jsonl"
+provenance traps inject --key "$OUT/key.json" --traps "$OUT/traps.jsonl" --repetitions 3 --fuzzy 3 \
+  --out "$OUT/trapped.jsonl" --manifest "$OUT/traps-manifest.json" "$OUT/corpus.jsonl"
+echo "(a model fine-tuned on trapped.jsonl is caught by: provenance traps verify --traps $OUT/traps.jsonl --model DIR)"
 
 say "Done. Everything the demo wrote is in $OUT/ (open $OUT/audit/report.html)"

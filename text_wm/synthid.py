@@ -53,7 +53,7 @@ from provenance import stats
 from provenance.files import check_new_output, write_text_atomic
 from provenance.readers import MAX_KEY_BYTES, InputError, read_json_file
 from provenance.result import DetectionResult, UnscoreableInput
-from text_wm.base import TokenInput, as_token_ids
+from text_wm.base import TokenInput, as_token_ids, vocab_size_of
 
 MULTIPLIER = 6364136223846793005  # transformers' accumulate_hash: h <- (h + x) * MULTIPLIER + 1 in int64
 MAX_TABLE_SIZE = 1 << 24  # transformers' own limit
@@ -279,7 +279,7 @@ class SynthIDText:
 
     def processor(self, key: SynthIDKey, vocab: Any, device: str | torch.device = "cpu") -> LogitsProcessor:
         """transformers' own logits processor for ``key`` (for a processor list of your own)."""
-        return key.transformers_config().construct_processor(vocab_size=0, device=torch.device(device))
+        return key.transformers_config().construct_processor(vocab_size=vocab_size_of(vocab), device=torch.device(device))
 
     def detect(self, tokens: TokenInput, key: SynthIDKey, tokenizer: Any = None, *,
                fpr: float = 0.01) -> DetectionResult:
