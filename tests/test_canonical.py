@@ -11,7 +11,7 @@ from scipy import stats as sps
 import cli
 from attacks.text import emoji, homoglyph, zero_width
 from provenance.keys import WatermarkKey
-from text_wm.canonical import canonical, detect_forms
+from text_wm.canonical import CANONICAL_SHARE, canonical, detect_forms
 from text_wm.generate import generate_watermarked
 from text_wm.kgw import KGW
 
@@ -50,7 +50,7 @@ def test_a_watermark_hidden_by_tricks_is_found_in_canonical_form(marked):
         raw = scheme.detect(attacked, KEY, tokenizer, fpr=1e-4)
         (result,) = detect_forms(detect, [attacked], 1e-4)
         assert result.details["form"] == "canonical" and result.details["forms_tested"] == 2, name
-        assert result.p_value == min(1.0, 2 * result.details["p_value_canonical"]) < raw.p_value, name
+        assert result.p_value == min(1.0, result.details["p_value_canonical"] / CANONICAL_SHARE) < raw.p_value, name
         assert result.detected, (name, result.summary())
 
 

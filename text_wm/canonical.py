@@ -16,9 +16,15 @@ suffer most. The canonical form undoes what such edits add:
   tokenizer reads "\\n\\n" differently from " ").
 
 A generator may have emitted some of these itself (an emoji, a Greek letter), so the text as
-received is always tested too: ``detect_forms`` tests the raw text and, when it differs, the
-canonical form, and reports ``min(1, 2 min(p_raw, p_canonical))`` (Bonferroni over the two
-tests), the form that matched, and both p-values.
+received is tested too: ``detect_forms`` tests the raw text and, when it differs, the canonical
+form, and reports ``min(1, p_canonical / w, p_raw / (1 - w))``, a weighted Bonferroni with
+``w = CANONICAL_SHARE`` of the level for the canonical form, the form that matched, and both
+p-values. Why not an even split: a permutation test (ITS, EXP's edit statistic) cannot go below
+``1 / (T + 1)``, and doubling that floor put every changed text out of reach at 1% with the
+default 100 resamples (measured: ITS lost every emoji-attacked text it had found). With 99.5% of
+the level, the canonical form keeps a floor just below 0.01; the raw form needs strong evidence
+(a p-value 200 times smaller), which sampler watermarks with exact tails have when the text is
+theirs as generated.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ _LETTERS_AND_DIGITS = set(string.ascii_letters + string.digits)
 _VARIATION_SELECTORS = {*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)}
 _DROPPED_CATEGORIES = {"So", "Sk", "Cf", "Co", "Cs", "Cn"}  # pictographs, modifiers, format, private, unassigned
 _KEPT_CONTROLS = {"\t", "\n"}
+CANONICAL_SHARE = 0.995  # of the level, for the canonical form (the rest for the text as received)
 _SPACE_RUNS = re.compile(r" {2,}")
 _LINE_END_SPACES = re.compile(r" +(?=\n|$)")
 
@@ -96,8 +103,8 @@ def canonical(text: str) -> str:
 def detect_forms(detect: Callable[[Sequence[str], float], list[DetectionResult]], texts: Sequence[str],
                  fpr: float) -> list[DetectionResult]:
     """Each text tested as received and, where its canonical form differs (and is not blank), in that form
-    too: ``detect(texts, level)`` runs a detector on a batch at ``level``. A text tested twice gets
-    ``min(1, 2 min(p_raw, p_canonical))``; ``details["form"]`` names the form that matched."""
+    too: ``detect(texts, level)`` runs a detector on a batch at ``level``. A text tested twice gets the
+    weighted Bonferroni p-value of the module docstring; ``details["form"]`` names the form that matched."""
     forms = [canonical(text) for text in texts]
     twice = [i for i, (text, form) in enumerate(zip(texts, forms)) if form != text and form.strip()]
     once = [i for i in range(len(texts)) if i not in set(twice)]
@@ -106,15 +113,17 @@ def detect_forms(detect: Callable[[Sequence[str], float], list[DetectionResult]]
         result.details.update(form="raw", forms_tested=1)
         results[i] = result
     if twice:
-        raw = detect([texts[i] for i in twice], fpr / 2)
-        folded = detect([forms[i] for i in twice], fpr / 2)
+        share = CANONICAL_SHARE
+        raw = detect([texts[i] for i in twice], fpr * (1.0 - share))
+        folded = detect([forms[i] for i in twice], fpr * share)
         for i, as_received, as_canonical in zip(twice, raw, folded):
-            best, form = (as_received, "raw") if as_received.p_value <= as_canonical.p_value else (as_canonical, "canonical")
-            p_value = min(1.0, 2.0 * best.p_value)
+            adjusted_raw, adjusted_canonical = as_received.p_value / (1.0 - share), as_canonical.p_value / share
+            best, form = (as_received, "raw") if adjusted_raw < adjusted_canonical else (as_canonical, "canonical")
+            p_value = min(1.0, adjusted_raw, adjusted_canonical)
             results[i] = DetectionResult(
                 detected=p_value <= fpr, p_value=p_value, score=best.score, threshold=best.threshold, fpr=fpr,
                 scheme=best.scheme, key_id=best.key_id, payload=best.decoded_payload, bit_accuracy=best.bit_accuracy,
                 details={**best.details, "form": form, "forms_tested": 2, "p_value_raw": as_received.p_value,
                          "p_value_canonical": as_canonical.p_value,
-                         "correction": "Bonferroni over the text as received and its canonical form"})
+                         "correction": f"weighted Bonferroni: {share} of the level to the canonical form"})
     return [result for result in results if result is not None]
