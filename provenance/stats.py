@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import fft as scipy_fft
 from scipy import stats
 
 FISHER_P_FLOOR = 1e-300
@@ -319,8 +320,8 @@ def lattice_sum_tail(pmf: ArrayLike, count: int, observed: int) -> float:
     theta = low
     law, kappa = tilted(theta)
     size = count * (weights.size - 1) + 1
-    spectrum = np.fft.rfft(law, n=1 << int(math.ceil(math.log2(size))))
-    total_law = np.clip(np.fft.irfft(spectrum ** count)[:size], 0.0, None)
+    length = scipy_fft.next_fast_len(size, real=True)  # any length >= size keeps the convolution from wrapping
+    total_law = np.clip(np.fft.irfft(np.fft.rfft(law, n=length) ** count, n=length)[:size], 0.0, None)
     tail = np.arange(observed, size)
     terms = total_law[observed:]
     keep = terms > 0
