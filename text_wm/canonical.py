@@ -83,8 +83,9 @@ def _canonical_character(character: str) -> str:
         return character if character.isprintable() or character in _KEPT_CONTROLS else ""
     if code in _VARIATION_SELECTORS:
         return ""
-    if code in _fold_table():  # before the categories: a symbol drawn like a letter becomes the letter
-        return _fold_table()[code]
+    folded = _fold_table().get(code)
+    if folded is not None:  # before the categories: a symbol drawn like a letter becomes the letter
+        return folded
     category = unicodedata.category(character)
     if category in ("Zl", "Zp"):
         return "\n"
@@ -107,7 +108,8 @@ def detect_forms(detect: Callable[[Sequence[str], float], list[DetectionResult]]
     weighted Bonferroni p-value of the module docstring; ``details["form"]`` names the form that matched."""
     forms = [canonical(text) for text in texts]
     twice = [i for i, (text, form) in enumerate(zip(texts, forms)) if form != text and form.strip()]
-    once = [i for i in range(len(texts)) if i not in set(twice)]
+    tested_twice = set(twice)
+    once = [i for i in range(len(texts)) if i not in tested_twice]
     results: list[DetectionResult | None] = [None] * len(texts)
     for i, result in zip(once, detect([texts[i] for i in once], fpr) if once else []):
         result.details.update(form="raw", forms_tested=1)

@@ -192,10 +192,19 @@ class GValues:
     masked_ngram: int  # further positions whose whole n-gram occurred earlier
 
 
+def _ngram_hashes(ids: torch.Tensor, n: int) -> torch.Tensor:
+    """transformers' hash of each n-gram of 1-D token ids (``len - n + 1`` of them)."""
+    ngrams = ids.long().unfold(0, n, 1)
+    return _accumulate(torch.ones(len(ngrams), dtype=torch.long), ngrams)
+
+
 def g_values(ids: torch.Tensor, key: SynthIDKey) -> torch.Tensor:
     """``(len - ngram_len + 1, depth)`` g-values of 1-D token ids, as transformers' ``compute_g_values``."""
-    ngrams = ids.long().unfold(0, key.ngram_len, 1)
-    hashes = _accumulate(torch.ones(len(ngrams), dtype=torch.long), ngrams)
+    return _table_bits(_ngram_hashes(ids, key.ngram_len), key)
+
+
+def _table_bits(hashes: torch.Tensor, key: SynthIDKey) -> torch.Tensor:
+    """Each layer's key folded into each n-gram hash, the table bit at the result modulo the table size."""
     layer_keys = torch.tensor(key.keys, dtype=torch.long)
     indices = torch.remainder((hashes[:, None] + layer_keys[None, :]) * MULTIPLIER + 1, key.sampling_table_size)
     return key.table()[indices]
@@ -223,7 +232,8 @@ def scored_g_values(ids: torch.Tensor, key: SynthIDKey, eos_token_id: int | None
     n = key.ngram_len
     if ids.numel() < n:
         raise UnscoreableInput(f"SynthID needs at least {n} tokens (one {n}-gram), got {ids.numel()}")
-    g = g_values(ids, key)
+    ngram_hashes = _ngram_hashes(ids, n)
+    g = _table_bits(ngram_hashes, key)
     positions = len(g)
     contexts = _accumulate(torch.ones(positions, dtype=torch.long), ids[:-1].unfold(0, n - 1, 1)) if n > 1 \
         else torch.ones(positions, dtype=torch.long)
@@ -233,7 +243,6 @@ def scored_g_values(ids: torch.Tensor, key: SynthIDKey, eos_token_id: int | None
         hits = torch.nonzero(ids == eos_token_id)
         if len(hits):
             repeated |= torch.arange(positions) + n - 1 >= int(hits[0, 0])
-    ngram_hashes = _accumulate(torch.ones(positions, dtype=torch.long), ids.long().unfold(0, n, 1))
     again = _seen_before(ngram_hashes, None) & ~repeated
     mask = ~(repeated | again)
     return GValues(g.numpy(), mask.numpy(), int(repeated.sum()), int(again.sum()))
